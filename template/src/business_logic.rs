@@ -1,0 +1,140 @@
+//! The business logic of {{worker_name}}: **the one file to edit.**
+//!
+//! [`{{worker_pascal}}Message`] says what a valid entry looks like and
+//! [`process_business_logic`] what happens to it. The runtime around it
+//! (reading, acknowledging, retrying, dead-lettering, shutdown) needs no
+//! change when this file does.
+//!
+//! What the result means:
+//! - `Ok(())`: the entry is acknowledged.
+//! - `Err(ProcessError::retry(e))`: the entry stays pending and is delivered
+//!   again after a backoff; after `max_deliveries` deliveries it goes to the
+//!   dead-letter stream with the last error.
+//! - `Err(ProcessError::permanent(e))`: straight to the dead-letter stream.
+//!   An entry that fails validation takes this path.
+//! - A panic counts as a retryable failure; the worker keeps running.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::entry::Entry;
+use crate::handler::{Handler, ProcessError};
+use crate::validation::{self, ValidationError};
+
+/// The message type under a short name.
+pub type Message = {{worker_pascal}}Message;
+
+/// One validated message of the stream.
+///
+/// Producers write it as `XADD <stream> * data '<json object>'`, optionally
+/// with `user_id` and an RFC 3339 `timestamp` field.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct {{worker_pascal}}Message {
+    /// The entry ID, unique within the stream.
+    pub id: String,
+    /// The `timestamp` field if present, otherwise the time Redis added the entry.
+    pub timestamp: DateTime<Utc>,
+    /// The JSON object in the `data` field. Replace `Map` with your own
+    /// `#[derive(Deserialize)]` type to validate its shape too.
+    pub data: Map<String, Value>,
+    /// The `user_id` field, or `user_id` inside `data`.
+    pub user_id: Option<String>,
+}
+
+impl TryFrom<&Entry> for Message {
+    type Error = ValidationError;
+
+    fn try_from(entry: &Entry) -> Result<Self, Self::Error> {
+        let data: Map<String, Value> = validation::json(entry, "data")?;
+        let user_id = match validation::optional_text(entry, "user_id")? {
+            Some(user_id) => Some(user_id),
+            None => data
+                .get("user_id")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        };
+        Ok(Self {
+            id: entry.id.clone(),
+            timestamp: validation::timestamp(entry)?,
+            data,
+            user_id,
+        })
+    }
+}
+
+/// Does the work for one message. Replace the body with yours.
+pub async fn process_business_logic(message: &Message) -> Result<(), ProcessError> {
+    tracing::debug!(
+        user_id = message.user_id.as_deref(),
+        produced_at = %message.timestamp,
+        "message processed"
+    );
+    Ok(())
+}
+
+/// The handler the worker runs: validates each entry, then calls
+/// [`process_business_logic`].
+///
+/// Shared state of your logic (an HTTP client, a database pool) goes into
+/// this struct; build it in `main.rs`.
+#[derive(Debug, Default)]
+pub struct BusinessLogic;
+
+impl Handler for BusinessLogic {
+    async fn handle(&self, entry: &Entry) -> Result<(), ProcessError> {
+        let message = Message::try_from(entry)?;
+        process_business_logic(&message).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_well_formed_entry_becomes_a_message() {
+        let entry = Entry::new(
+            "1700000000000-1",
+            [("data", r#"{"user_id":"123","action":"login"}"#)],
+        );
+        let message = Message::try_from(&entry).unwrap();
+        assert_eq!(message.id, "1700000000000-1");
+        assert_eq!(message.user_id.as_deref(), Some("123"));
+        assert_eq!(message.data["action"], "login");
+        assert_eq!(message.timestamp.timestamp_millis(), 1_700_000_000_000);
+    }
+
+    #[test]
+    fn a_user_id_field_wins_over_the_one_in_data() {
+        let entry = Entry::new("1-0", [("data", r#"{"user_id":"a"}"#), ("user_id", "b")]);
+        let message = Message::try_from(&entry).unwrap();
+        assert_eq!(message.user_id.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn data_must_be_a_json_object() {
+        for data in ["[1,2]", "\"text\"", "{broken"] {
+            let entry = Entry::new("1-0", [("data", data)]);
+            assert!(Message::try_from(&entry).is_err(), "{data}");
+        }
+        let no_data = Entry::new("1-0", [("other", "x")]);
+        assert!(Message::try_from(&no_data).is_err());
+    }
+
+    #[tokio::test]
+    async fn invalid_entries_are_permanent_failures() {
+        let error = BusinessLogic
+            .handle(&Entry::new("1-0", [("data", "42")]))
+            .await
+            .unwrap_err();
+        assert!(!error.is_retryable());
+        assert!(error.to_string().contains("`data`"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn valid_entries_are_processed() {
+        let entry = Entry::new("1-0", [("data", r#"{"test":"message"}"#)]);
+        BusinessLogic.handle(&entry).await.unwrap();
+    }
+}

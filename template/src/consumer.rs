@@ -1,0 +1,678 @@
+//! The consumer group's Redis commands, on two connections.
+//!
+//! Blocking reads (`XREADGROUP ... BLOCK`) get a connection of their own
+//! whose response timeout exceeds the block time: the redis crate's default
+//! of 500 ms would cut every longer block short. Every other command uses a
+//! second connection with a short timeout, so an acknowledgement never waits
+//! behind a blocked read. A connection that fails is dropped and made again
+//! on next use; the caller decides how long to wait before that.
+
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, Value};
+
+use crate::dead_letter::DeadLetter;
+use crate::entry::Entry;
+use crate::error::Error;
+
+/// Timeout of every command but the blocking read.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a blocking read may take beyond its block time.
+const READ_GRACE: Duration = Duration::from_secs(5);
+
+/// What a read returned for one pending entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// The entry, with its fields.
+    Entry(Entry),
+    /// The entry was deleted from the stream (`XDEL`, `XTRIM`) while pending.
+    Deleted(String),
+}
+
+/// One page of `XAUTOCLAIM`.
+#[derive(Debug, Default)]
+pub struct AutoClaimed {
+    /// Where the next page starts; `0-0` when the pending list was walked.
+    pub next_cursor: String,
+    /// Entries now owned by this consumer.
+    pub entries: Vec<Entry>,
+    /// IDs that were pending but deleted from the stream; Redis removed them
+    /// from the pending list.
+    pub deleted: Vec<String>,
+}
+
+/// One entry of this consumer's pending list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// The entry ID.
+    pub id: String,
+    /// Time since it was last delivered.
+    pub idle: Duration,
+    /// How often it was delivered.
+    pub deliveries: u64,
+}
+
+/// Names that identify this consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    /// The stream.
+    pub stream: String,
+    /// The consumer group.
+    pub group: String,
+    /// This consumer.
+    pub consumer: String,
+    /// Where dead letters go.
+    pub dead_letter_stream: String,
+}
+
+struct Connections {
+    reader: MultiplexedConnection,
+    commands: MultiplexedConnection,
+}
+
+/// A member of a consumer group.
+pub struct Consumer {
+    client: Client,
+    names: Names,
+    block: Duration,
+    connections: Option<Connections>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("names", &self.names)
+            .field("block", &self.block)
+            .field("connected", &self.connections.is_some())
+            .finish()
+    }
+}
+
+/// Removes `ARGV[1]` from group `ARGV[2]` of stream `KEYS[1]` if it is idle
+/// for at least `ARGV[3]` ms and holds no pending entries. Atomic, so an
+/// entry delivered between the check and the removal cannot be lost.
+const DELETE_IF_IDLE: &str = r"
+local consumers = redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[2])
+for _, info in ipairs(consumers) do
+  local fields = {}
+  for i = 1, #info, 2 do fields[info[i]] = info[i + 1] end
+  if fields['name'] == ARGV[1] then
+    if fields['pending'] == 0 and fields['idle'] >= tonumber(ARGV[3]) then
+      return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[2], ARGV[1])
+    end
+    return -1
+  end
+end
+return -1
+";
+
+impl Consumer {
+    /// A consumer that connects on first use. `block` is the `XREADGROUP`
+    /// block time.
+    pub fn new(client: Client, names: Names, block: Duration) -> Self {
+        Self {
+            client,
+            names,
+            block,
+            connections: None,
+        }
+    }
+
+    /// Who this consumer is.
+    pub fn names(&self) -> &Names {
+        &self.names
+    }
+
+    /// Connects now if not connected.
+    pub async fn connect(&mut self) -> Result<(), Error> {
+        self.connections().await.map(|_| ())
+    }
+
+    async fn connections(&mut self) -> Result<&mut Connections, Error> {
+        if self.connections.is_none() {
+            let commands = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(COMMAND_TIMEOUT))
+                .set_response_timeout(Some(COMMAND_TIMEOUT));
+            let reader = commands
+                .clone()
+                .set_response_timeout(Some(self.block + READ_GRACE));
+            let commands = self
+                .client
+                .get_multiplexed_async_connection_with_config(&commands)
+                .await?;
+            let reader = self
+                .client
+                .get_multiplexed_async_connection_with_config(&reader)
+                .await?;
+            self.connections = Some(Connections { reader, commands });
+        }
+        // Just filled above when it was empty.
+        self.connections.as_mut().ok_or_else(|| Error::Reply {
+            command: "CONNECT",
+            detail: "no connection".into(),
+        })
+    }
+
+    /// Forgets a connection that failed, so the next command makes a new one.
+    fn check<T>(&mut self, result: Result<T, Error>) -> Result<T, Error> {
+        if let Err(error) = &result
+            && error.is_connection()
+        {
+            self.connections = None;
+        }
+        result
+    }
+
+    async fn command<T: redis::FromRedisValue>(&mut self, cmd: &redis::Cmd) -> Result<T, Error> {
+        let result = match self.connections().await {
+            Ok(connections) => cmd
+                .query_async(&mut connections.commands)
+                .await
+                .map_err(Error::from),
+            Err(error) => Err(error),
+        };
+        self.check(result)
+    }
+
+    async fn read(&mut self, cmd: &redis::Cmd) -> Result<Value, Error> {
+        let result = match self.connections().await {
+            Ok(connections) => cmd
+                .query_async(&mut connections.reader)
+                .await
+                .map_err(Error::from),
+            Err(error) => Err(error),
+        };
+        self.check(result)
+    }
+
+    /// Creates the group (and the stream) if missing, starting at `start_id`.
+    /// Returns whether it was created; `BUSYGROUP` (it exists) is the only
+    /// error tolerated.
+    pub async fn ensure_group(&mut self, start_id: &str) -> Result<bool, Error> {
+        let mut cmd = redis::cmd("XGROUP");
+        cmd.arg("CREATE")
+            .arg(&self.names.stream)
+            .arg(&self.names.group)
+            .arg(start_id)
+            .arg("MKSTREAM");
+        match self.command::<()>(&cmd).await {
+            Ok(()) => Ok(true),
+            Err(Error::Redis(error)) if error.code() == Some("BUSYGROUP") => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Up to `count` entries never delivered to the group, waiting up to the
+    /// block time for the first.
+    pub async fn read_new(&mut self, count: usize) -> Result<Vec<Delivery>, Error> {
+        let block = u64::try_from(self.block.as_millis()).unwrap_or(u64::MAX);
+        let cmd = self.read_group(count, Some(block), ">");
+        let reply = self.read(&cmd).await?;
+        parse_read(reply)
+    }
+
+    /// Up to `count` entries of this consumer's own pending list, with IDs
+    /// after `after` (`0` for the start).
+    pub async fn read_pending(
+        &mut self,
+        after: &str,
+        count: usize,
+    ) -> Result<Vec<Delivery>, Error> {
+        let cmd = self.read_group(count, None, after);
+        let reply = self.read(&cmd).await?;
+        parse_read(reply)
+    }
+
+    fn read_group(&self, count: usize, block: Option<u64>, id: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(&self.names.group)
+            .arg(&self.names.consumer)
+            .arg("COUNT")
+            .arg(count);
+        if let Some(block) = block {
+            cmd.arg("BLOCK").arg(block);
+        }
+        cmd.arg("STREAMS").arg(&self.names.stream).arg(id);
+        cmd
+    }
+
+    /// Takes over up to `count` entries idle for `min_idle` or longer, from
+    /// any consumer of the group, starting the walk of the pending list at
+    /// `cursor`.
+    pub async fn autoclaim(
+        &mut self,
+        min_idle: Duration,
+        cursor: &str,
+        count: usize,
+    ) -> Result<AutoClaimed, Error> {
+        let mut cmd = redis::cmd("XAUTOCLAIM");
+        cmd.arg(&self.names.stream)
+            .arg(&self.names.group)
+            .arg(&self.names.consumer)
+            .arg(millis(min_idle))
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(count);
+        let reply: Value = self.command(&cmd).await?;
+        parse_autoclaim(reply)
+    }
+
+    /// Up to `count` entries of this consumer's pending list idle for at
+    /// least `min_idle`, with IDs after `after` (exclusive; `None`: from the
+    /// start).
+    pub async fn own_pending(
+        &mut self,
+        min_idle: Duration,
+        after: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<Pending>, Error> {
+        let start = after.map_or_else(|| "-".to_owned(), |id| format!("({id}"));
+        let mut cmd = redis::cmd("XPENDING");
+        cmd.arg(&self.names.stream)
+            .arg(&self.names.group)
+            .arg("IDLE")
+            .arg(millis(min_idle))
+            .arg(start)
+            .arg("+")
+            .arg(count)
+            .arg(&self.names.consumer);
+        let reply: Value = self.command(&cmd).await?;
+        parse_pending(reply)
+    }
+
+    /// How often each of `ids` was delivered, as Redis counts it; 0 for an
+    /// ID no longer pending.
+    pub async fn delivery_counts(&mut self, ids: &[&str]) -> Result<Vec<u64>, Error> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("XPENDING")
+                .arg(&self.names.stream)
+                .arg(&self.names.group)
+                .arg(*id)
+                .arg(*id)
+                .arg(1);
+        }
+        let result = match self.connections().await {
+            Ok(connections) => pipe
+                .query_async::<Vec<Value>>(&mut connections.commands)
+                .await
+                .map_err(Error::from),
+            Err(error) => Err(error),
+        };
+        let replies = self.check(result)?;
+        replies
+            .into_iter()
+            .map(|reply| {
+                Ok(parse_pending(reply)?
+                    .first()
+                    .map_or(0, |pending| pending.deliveries))
+            })
+            .collect()
+    }
+
+    /// Takes `ids` for this consumer if each is idle for at least `min_idle`;
+    /// delivers them again, counting the delivery.
+    pub async fn claim(
+        &mut self,
+        ids: &[&str],
+        min_idle: Duration,
+    ) -> Result<Vec<Delivery>, Error> {
+        let mut cmd = redis::cmd("XCLAIM");
+        cmd.arg(&self.names.stream)
+            .arg(&self.names.group)
+            .arg(&self.names.consumer)
+            .arg(millis(min_idle))
+            .arg(ids);
+        let reply: Value = self.command(&cmd).await?;
+        parse_entries("XCLAIM", reply)
+    }
+
+    /// Acknowledges `ids` with one `XACK`; returns how many were pending.
+    pub async fn ack(&mut self, ids: &[String]) -> Result<u64, Error> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut cmd = redis::cmd("XACK");
+        cmd.arg(&self.names.stream).arg(&self.names.group).arg(ids);
+        self.command(&cmd).await
+    }
+
+    /// Appends `letters` to the dead-letter stream in one round trip.
+    pub async fn dead_letter(&mut self, letters: &[DeadLetter]) -> Result<(), Error> {
+        if letters.is_empty() {
+            return Ok(());
+        }
+        let Names {
+            stream,
+            group,
+            consumer,
+            dead_letter_stream,
+        } = &self.names;
+        let mut pipe = redis::pipe();
+        for letter in letters {
+            let fields = letter.fields(stream, group, consumer);
+            pipe.cmd("XADD")
+                .arg(dead_letter_stream)
+                .arg("*")
+                .arg(&fields)
+                .ignore();
+        }
+        let result = match self.connections().await {
+            Ok(connections) => pipe
+                .query_async::<()>(&mut connections.commands)
+                .await
+                .map_err(Error::from),
+            Err(error) => Err(error),
+        };
+        self.check(result)
+    }
+
+    /// Removes other consumers of the group idle for at least `idle` that
+    /// hold no pending entries; returns their names.
+    pub async fn remove_idle_consumers(&mut self, idle: Duration) -> Result<Vec<String>, Error> {
+        let mut cmd = redis::cmd("XINFO");
+        cmd.arg("CONSUMERS")
+            .arg(&self.names.stream)
+            .arg(&self.names.group);
+        let reply: Value = self.command(&cmd).await?;
+        let mut candidates = parse_idle_consumers(reply, millis(idle))?;
+        candidates.retain(|name| *name != self.names.consumer);
+        let script = redis::Script::new(DELETE_IF_IDLE);
+        let mut removed = Vec::new();
+        for name in candidates {
+            let mut invocation = script.prepare_invoke();
+            invocation
+                .key(&self.names.stream)
+                .arg(&name)
+                .arg(&self.names.group)
+                .arg(millis(idle));
+            let result = match self.connections().await {
+                Ok(connections) => invocation
+                    .invoke_async::<i64>(&mut connections.commands)
+                    .await
+                    .map_err(Error::from),
+                Err(error) => Err(error),
+            };
+            if self.check(result)? >= 0 {
+                removed.push(name);
+            }
+        }
+        Ok(removed)
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn unexpected(command: &'static str, detail: impl Into<String>) -> Error {
+    Error::Reply {
+        command,
+        detail: detail.into(),
+    }
+}
+
+fn into_string(command: &'static str, value: Value) -> Result<String, Error> {
+    match value {
+        Value::BulkString(bytes) => {
+            String::from_utf8(bytes).map_err(|_| unexpected(command, "ID is not UTF-8"))
+        }
+        Value::SimpleString(text) => Ok(text),
+        other => Err(unexpected(
+            command,
+            format!("expected a string, got {other:?}"),
+        )),
+    }
+}
+
+fn into_bytes(command: &'static str, value: Value) -> Result<Vec<u8>, Error> {
+    match value {
+        Value::BulkString(bytes) => Ok(bytes),
+        Value::SimpleString(text) => Ok(text.into_bytes()),
+        Value::Int(number) => Ok(number.to_string().into_bytes()),
+        other => Err(unexpected(
+            command,
+            format!("expected bytes, got {other:?}"),
+        )),
+    }
+}
+
+fn into_u64(command: &'static str, value: Value) -> Result<u64, Error> {
+    match value {
+        Value::Int(number) => {
+            u64::try_from(number).map_err(|_| unexpected(command, "negative number"))
+        }
+        other => Err(unexpected(
+            command,
+            format!("expected a number, got {other:?}"),
+        )),
+    }
+}
+
+fn into_array(command: &'static str, value: Value) -> Result<Vec<Value>, Error> {
+    match value {
+        Value::Array(items) | Value::Set(items) => Ok(items),
+        Value::Nil => Ok(Vec::new()),
+        other => Err(unexpected(
+            command,
+            format!("expected an array, got {other:?}"),
+        )),
+    }
+}
+
+/// `XREADGROUP`: nil, or one `[stream, entries]` pair (a map under RESP3).
+fn parse_read(reply: Value) -> Result<Vec<Delivery>, Error> {
+    let streams = match reply {
+        Value::Map(pairs) => pairs.into_iter().map(|(_, entries)| entries).collect(),
+        other => into_array("XREADGROUP", other)?
+            .into_iter()
+            .map(|stream| {
+                into_array("XREADGROUP", stream)?
+                    .pop()
+                    .ok_or_else(|| unexpected("XREADGROUP", "empty stream reply"))
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let mut deliveries = Vec::new();
+    for entries in streams {
+        deliveries.extend(parse_entries("XREADGROUP", entries)?);
+    }
+    Ok(deliveries)
+}
+
+/// A list of `[id, [field, value, ...]]`; the fields are nil for an entry
+/// deleted while pending.
+fn parse_entries(command: &'static str, reply: Value) -> Result<Vec<Delivery>, Error> {
+    into_array(command, reply)?
+        .into_iter()
+        .filter(|item| !matches!(item, Value::Nil))
+        .map(|item| {
+            let mut parts = into_array(command, item)?.into_iter();
+            let id = into_string(
+                command,
+                parts
+                    .next()
+                    .ok_or_else(|| unexpected(command, "entry without ID"))?,
+            )?;
+            match parts.next() {
+                None | Some(Value::Nil) => Ok(Delivery::Deleted(id)),
+                Some(fields) => {
+                    let mut flat = into_array(command, fields)?.into_iter();
+                    let mut pairs = Vec::with_capacity(flat.len() / 2);
+                    while let (Some(name), Some(value)) = (flat.next(), flat.next()) {
+                        pairs.push((into_bytes(command, name)?, into_bytes(command, value)?));
+                    }
+                    Ok(Delivery::Entry(Entry { id, fields: pairs }))
+                }
+            }
+        })
+        .collect()
+}
+
+/// `XAUTOCLAIM`: `[next cursor, entries, deleted IDs]`.
+fn parse_autoclaim(reply: Value) -> Result<AutoClaimed, Error> {
+    let mut parts = into_array("XAUTOCLAIM", reply)?.into_iter();
+    let (Some(cursor), Some(entries)) = (parts.next(), parts.next()) else {
+        return Err(unexpected("XAUTOCLAIM", "short reply"));
+    };
+    let mut claimed = AutoClaimed {
+        next_cursor: into_string("XAUTOCLAIM", cursor)?,
+        ..AutoClaimed::default()
+    };
+    for delivery in parse_entries("XAUTOCLAIM", entries)? {
+        match delivery {
+            Delivery::Entry(entry) => claimed.entries.push(entry),
+            Delivery::Deleted(id) => claimed.deleted.push(id),
+        }
+    }
+    if let Some(deleted) = parts.next() {
+        for id in into_array("XAUTOCLAIM", deleted)? {
+            claimed.deleted.push(into_string("XAUTOCLAIM", id)?);
+        }
+    }
+    Ok(claimed)
+}
+
+/// Extended `XPENDING`: a list of `[id, consumer, idle ms, deliveries]`.
+fn parse_pending(reply: Value) -> Result<Vec<Pending>, Error> {
+    into_array("XPENDING", reply)?
+        .into_iter()
+        .map(|item| {
+            let mut parts = into_array("XPENDING", item)?.into_iter();
+            let (Some(id), Some(_consumer), Some(idle), Some(deliveries)) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                return Err(unexpected("XPENDING", "short entry"));
+            };
+            Ok(Pending {
+                id: into_string("XPENDING", id)?,
+                idle: Duration::from_millis(into_u64("XPENDING", idle)?),
+                deliveries: into_u64("XPENDING", deliveries)?,
+            })
+        })
+        .collect()
+}
+
+/// `XINFO CONSUMERS`: names of consumers idle for at least `idle_ms` with
+/// nothing pending.
+fn parse_idle_consumers(reply: Value, idle_ms: u64) -> Result<Vec<String>, Error> {
+    let mut names = Vec::new();
+    for consumer in into_array("XINFO", reply)? {
+        let pairs: Vec<(Value, Value)> = match consumer {
+            Value::Map(pairs) => pairs,
+            other => {
+                let mut flat = into_array("XINFO", other)?.into_iter();
+                let mut pairs = Vec::new();
+                while let (Some(key), Some(value)) = (flat.next(), flat.next()) {
+                    pairs.push((key, value));
+                }
+                pairs
+            }
+        };
+        let (mut name, mut pending, mut idle) = (None, None, None);
+        for (key, value) in pairs {
+            match into_string("XINFO", key)?.as_str() {
+                "name" => name = Some(into_string("XINFO", value)?),
+                "pending" => pending = Some(into_u64("XINFO", value)?),
+                "idle" => idle = Some(into_u64("XINFO", value)?),
+                _ => {}
+            }
+        }
+        if let (Some(name), Some(0), Some(idle)) = (name, pending, idle)
+            && idle >= idle_ms
+        {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn parses_a_read_with_a_deleted_entry() {
+        let reply = Value::Array(vec![Value::Array(vec![
+            bulk("s"),
+            Value::Array(vec![
+                Value::Array(vec![
+                    bulk("1-0"),
+                    Value::Array(vec![bulk("data"), bulk("{}")]),
+                ]),
+                Value::Array(vec![bulk("2-0"), Value::Nil]),
+            ]),
+        ])]);
+        assert_eq!(
+            parse_read(reply).unwrap(),
+            vec![
+                Delivery::Entry(Entry::new("1-0", [("data", "{}")])),
+                Delivery::Deleted("2-0".into())
+            ]
+        );
+        assert!(parse_read(Value::Nil).unwrap().is_empty());
+    }
+
+    #[test]
+    fn parses_autoclaim_and_pending() {
+        let reply = Value::Array(vec![
+            bulk("5-0"),
+            Value::Array(vec![Value::Array(vec![
+                bulk("3-0"),
+                Value::Array(vec![bulk("a"), bulk("b")]),
+            ])]),
+            Value::Array(vec![bulk("4-0")]),
+        ]);
+        let claimed = parse_autoclaim(reply).unwrap();
+        assert_eq!(claimed.next_cursor, "5-0");
+        assert_eq!(claimed.entries, vec![Entry::new("3-0", [("a", "b")])]);
+        assert_eq!(claimed.deleted, vec!["4-0".to_string()]);
+
+        let pending = Value::Array(vec![Value::Array(vec![
+            bulk("3-0"),
+            bulk("c"),
+            Value::Int(1500),
+            Value::Int(2),
+        ])]);
+        assert_eq!(
+            parse_pending(pending).unwrap(),
+            vec![Pending {
+                id: "3-0".into(),
+                idle: Duration::from_millis(1500),
+                deliveries: 2
+            }]
+        );
+    }
+
+    #[test]
+    fn finds_idle_consumers_without_pending_entries() {
+        let consumer = |name: &str, pending: i64, idle: i64| {
+            Value::Array(vec![
+                bulk("name"),
+                bulk(name),
+                bulk("pending"),
+                Value::Int(pending),
+                bulk("idle"),
+                Value::Int(idle),
+            ])
+        };
+        let reply = Value::Array(vec![
+            consumer("old", 0, 10_000),
+            consumer("busy", 3, 10_000),
+            consumer("fresh", 0, 10),
+        ]);
+        assert_eq!(
+            parse_idle_consumers(reply, 5_000).unwrap(),
+            vec!["old".to_string()]
+        );
+    }
+}

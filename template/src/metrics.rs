@@ -1,0 +1,342 @@
+//! Prometheus metrics and health endpoints, served over HTTP on
+//! `metrics.addr` (`METRICS_ADDR`):
+//!
+//! - `GET /metrics`: counters, the processing-time histogram and the
+//!   in-flight gauge, each labelled with worker, stream, group and consumer;
+//! - `GET /healthz`: the process is alive;
+//! - `GET /readyz`: Redis answers and the consumer group exists.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+
+use crate::consumer::Names;
+use crate::observe::{Observer, Outcome};
+
+/// Where the endpoints listen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// `host:port`; port 0 picks a free port (logged at start).
+    pub addr: String,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            addr: "127.0.0.1:9464".to_owned(),
+        }
+    }
+}
+
+impl MetricsSettings {
+    /// Checks that `addr` is a socket address.
+    pub fn validate(&self) -> Result<(), String> {
+        self.addr
+            .parse::<SocketAddr>()
+            .map(|_| ())
+            .map_err(|error| format!("`{}` is not host:port ({error})", self.addr))
+    }
+}
+
+/// Why the endpoints could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// The address is taken or not ours.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// What the system said.
+        source: std::io::Error,
+    },
+}
+
+/// The worker's metrics; an [`Observer`] that counts what the worker reports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    processed: Counter,
+    failed: Counter,
+    dead_lettered: Counter,
+    claimed: Counter,
+    retried: Counter,
+    reconnects: Counter,
+    in_flight: Gauge,
+    processing_seconds: Histogram,
+}
+
+impl Metrics {
+    /// Metrics labelled with the worker's name and place in the group.
+    pub fn new(worker: &str, names: &Names) -> Self {
+        let labels = [
+            ("worker", worker),
+            ("stream", &names.stream),
+            ("group", &names.group),
+            ("consumer", &names.consumer),
+        ]
+        .map(|(name, value)| (Cow::Borrowed(name), Cow::Owned(value.to_owned())));
+        let mut registry = Registry::with_prefix_and_labels("worker", labels.into_iter());
+        let metrics = Self {
+            processed: Counter::default(),
+            failed: Counter::default(),
+            dead_lettered: Counter::default(),
+            claimed: Counter::default(),
+            retried: Counter::default(),
+            reconnects: Counter::default(),
+            in_flight: Gauge::default(),
+            // 100 µs to about 3.3 s.
+            processing_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            registry: Registry::default(),
+        };
+        let register = [
+            (
+                "messages_processed",
+                "Entries processed successfully",
+                &metrics.processed,
+            ),
+            (
+                "messages_failed",
+                "Failed deliveries (retried or dead-lettered)",
+                &metrics.failed,
+            ),
+            (
+                "messages_dead_lettered",
+                "Entries written to the dead-letter stream",
+                &metrics.dead_lettered,
+            ),
+            (
+                "messages_claimed",
+                "Entries taken over from idle consumers",
+                &metrics.claimed,
+            ),
+            (
+                "messages_retried",
+                "Failed entries delivered again",
+                &metrics.retried,
+            ),
+            (
+                "redis_reconnects",
+                "Redis connections lost and remade",
+                &metrics.reconnects,
+            ),
+        ];
+        for (name, help, counter) in register {
+            registry.register(name, help, counter.clone());
+        }
+        registry.register(
+            "messages_in_flight",
+            "Entries being processed now",
+            metrics.in_flight.clone(),
+        );
+        registry.register(
+            "message_processing_seconds",
+            "Time the business logic took per entry",
+            metrics.processing_seconds.clone(),
+        );
+        Self {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}
+
+impl Observer for Metrics {
+    fn processed(&self, outcome: Outcome, elapsed: Duration) {
+        self.processing_seconds.observe(elapsed.as_secs_f64());
+        match outcome {
+            Outcome::Succeeded => self.processed.inc(),
+            Outcome::Retrying | Outcome::DeadLettered => self.failed.inc(),
+        };
+    }
+
+    fn dead_lettered(&self, count: usize) {
+        self.dead_lettered.inc_by(count as u64);
+    }
+
+    fn claimed(&self, count: usize) {
+        self.claimed.inc_by(count as u64);
+    }
+
+    fn retried(&self, count: usize) {
+        self.retried.inc_by(count as u64);
+    }
+
+    fn in_flight(&self, count: usize) {
+        self.in_flight.set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    fn reconnecting(&self) {
+        self.reconnects.inc();
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    metrics: Arc<Metrics>,
+    redis: redis::Client,
+    names: Names,
+}
+
+/// Starts the HTTP endpoints in the background; returns the address they
+/// listen on.
+pub async fn serve(
+    settings: &MetricsSettings,
+    metrics: Arc<Metrics>,
+    redis: redis::Client,
+    names: Names,
+) -> Result<SocketAddr, MetricsError> {
+    let bind_error = |source| MetricsError::Bind {
+        addr: settings.addr.clone(),
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(&settings.addr)
+        .await
+        .map_err(bind_error)?;
+    let addr = listener.local_addr().map_err(bind_error)?;
+    let app = Router::new()
+        .route("/metrics", get(render_metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(AppState {
+            metrics,
+            redis,
+            names,
+        });
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "metrics server stopped");
+        }
+    });
+    tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+    Ok(addr)
+}
+
+async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}
+
+async fn ready(State(state): State<AppState>) -> (StatusCode, String) {
+    match group_exists(&state).await {
+        Ok(true) => (StatusCode::OK, "ready\n".to_owned()),
+        Ok(false) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "consumer group `{}` does not exist yet\n",
+                state.names.group
+            ),
+        ),
+        Err(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("Redis unreachable: {error}\n"),
+        ),
+    }
+}
+
+async fn group_exists(state: &AppState) -> redis::RedisResult<bool> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(Duration::from_secs(1)));
+    let mut connection = state
+        .redis
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    let groups: redis::streams::StreamInfoGroupsReply = match redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(&state.names.stream)
+        .query_async(&mut connection)
+        .await
+    {
+        Ok(groups) => groups,
+        Err(error) if error.code() == Some("ERR") && error.to_string().contains("no such key") => {
+            return Ok(false);
+        }
+        Err(error) => return Err(error),
+    };
+    Ok(groups
+        .groups
+        .iter()
+        .any(|group| group.name == state.names.group))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> Names {
+        Names {
+            stream: "s".into(),
+            group: "g".into(),
+            consumer: "c".into(),
+            dead_letter_stream: "s:dlq".into(),
+        }
+    }
+
+    #[test]
+    fn counts_what_the_worker_reports() {
+        let metrics = Metrics::new("w", &names());
+        metrics.processed(Outcome::Succeeded, Duration::from_millis(2));
+        metrics.processed(Outcome::Succeeded, Duration::from_millis(2));
+        metrics.processed(Outcome::Retrying, Duration::from_millis(2));
+        metrics.dead_lettered(3);
+        metrics.in_flight(7);
+        let text = metrics.render();
+        let labels = r#"{worker="w",stream="s",group="g",consumer="c"}"#;
+        assert!(
+            text.contains(&format!("worker_messages_processed_total{labels} 2")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("worker_messages_failed_total{labels} 1")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("worker_messages_dead_lettered_total{labels} 3")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("worker_messages_in_flight{labels} 7")),
+            "{text}"
+        );
+        assert!(
+            text.contains("worker_message_processing_seconds_count"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_address_must_be_host_and_port() {
+        assert!(MetricsSettings::default().validate().is_ok());
+        let bad = MetricsSettings {
+            addr: "localhost".into(),
+        };
+        assert!(bad.validate().unwrap_err().contains("host:port"));
+    }
+}
