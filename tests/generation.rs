@@ -1,0 +1,220 @@
+//! Generation itself, without building anything: what the pre hook refuses
+//! (and what a refusal leaves behind), and what the defaults render.
+
+mod common;
+
+use std::path::Path;
+
+use common::{generate_with, note, try_generate, unrendered_liquid, walk_files};
+
+/// Generates `my-worker` with one bad answer and returns the error text,
+/// after checking that the refusal wrote no file.
+fn refusal(key: &str, value: &str) -> String {
+    let destination = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+    let result = try_generate("my-worker", &[(key, value)], destination.path());
+    let Err(error) = result else {
+        panic!("{key}={value:?} was accepted");
+    };
+    assert_nothing_written(destination.path());
+    error
+}
+
+/// No file below `destination`. cargo-generate 0.23 creates the project
+/// directory before the pre hook runs, so a refusal may leave it behind,
+/// empty; anything more would be a half-written project.
+fn assert_nothing_written(destination: &Path) {
+    let mut files = Vec::new();
+    walk_files(destination, &mut files);
+    assert!(files.is_empty(), "a refused generation wrote {files:?}");
+    let left: Vec<_> = std::fs::read_dir(destination)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert!(
+        left.is_empty() || left == ["my-worker"],
+        "a refused generation left {left:?}"
+    );
+}
+
+/// Asserts that the hook refused `key=value` with `rule`, naming both.
+fn assert_refused(key: &str, value: &str, rule: &str) {
+    let error = refusal(key, value);
+    let expected = format!("invalid value for `{key}`: \"{value}\" ({rule})");
+    assert!(
+        error.contains(&expected),
+        "{key}={value:?}: expected the error to contain\n  {expected}\ngot:\n  {error}"
+    );
+}
+
+const KEY_RULE: &str = "only letters, digits and : . _ - / are allowed";
+const BLOCK_RULE: &str = "must be a whole number of milliseconds from 1 to 300000";
+
+#[test]
+fn a_stream_with_a_space_is_refused() {
+    assert_refused("stream", "my stream", KEY_RULE);
+}
+
+#[test]
+fn a_consumer_group_with_a_quote_is_refused() {
+    assert_refused("consumer_group", "billing'workers", KEY_RULE);
+    assert_refused("consumer_group", "billing\"workers", KEY_RULE);
+}
+
+#[test]
+fn a_block_timeout_that_is_not_a_number_is_refused() {
+    assert_refused("block_timeout", "abc", BLOCK_RULE);
+}
+
+#[test]
+fn a_block_timeout_of_zero_is_refused() {
+    assert_refused("block_timeout", "0", BLOCK_RULE);
+}
+
+#[test]
+fn a_redis_url_of_another_scheme_is_refused() {
+    assert_refused(
+        "redis_url",
+        "http://localhost:6379",
+        "must start with redis:// or rediss://",
+    );
+}
+
+#[test]
+fn a_worker_name_starting_with_a_digit_is_refused() {
+    assert_refused("worker_name", "2fast", "must start with a letter");
+}
+
+#[test]
+fn an_email_without_at_is_refused() {
+    assert_refused(
+        "email",
+        "developer.example.com",
+        "must look like name@example.com",
+    );
+}
+
+#[test]
+fn a_description_with_a_double_quote_is_refused() {
+    assert_refused(
+        "description",
+        "The \"best\" worker",
+        "must not contain double quotes, backslashes or line breaks",
+    );
+}
+
+#[test]
+fn a_refusal_leaves_at_most_an_empty_project_directory() {
+    let destination = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+    let result = try_generate("my-worker", &[("stream", "my stream")], destination.path());
+    assert!(result.is_err());
+    assert_nothing_written(destination.path());
+    let project = destination.path().join("my-worker");
+    if project.exists() {
+        note(format!(
+            "note: cargo-generate left an empty {} after refusing (it creates the project \
+             directory before the pre hook runs)",
+            project.display()
+        ));
+    }
+}
+
+#[test]
+fn the_defaults_render_a_typed_message_named_after_the_project() {
+    let project = generate_with("my-redis-worker", &[]);
+    let leftovers = unrendered_liquid(&project);
+    assert!(
+        leftovers.is_empty(),
+        "unrendered Liquid:\n{}",
+        leftovers.join("\n")
+    );
+
+    let business_logic = project.read("src/business_logic.rs");
+    assert!(
+        business_logic.contains("pub struct MyRedisWorkerMessage"),
+        "src/business_logic.rs:\n{business_logic}"
+    );
+    let settings = project.read("src/settings.rs");
+    for line in [
+        r#"const WORKER_NAME: &str = "my-redis-worker";"#,
+        r#"const REDIS_URL: &str = "redis://127.0.0.1:6379";"#,
+        r#"const STREAM: &str = "my-stream";"#,
+        r#"const CONSUMER_GROUP: &str = "my-group";"#,
+        r#"const CONSUMER_NAME: &str = "";"#,
+        "const BLOCK_TIMEOUT_MS: u64 = 1000;",
+    ] {
+        assert!(settings.contains(line), "src/settings.rs lacks {line}");
+    }
+    let manifest = project.read("Cargo.toml");
+    assert!(
+        manifest.contains(r#"name = "my-redis-worker""#),
+        "{manifest}"
+    );
+    assert!(project.has("src/validation.rs"));
+    assert!(project.has("src/metrics.rs"));
+    assert!(!project.has("src/business_logic_raw.rs"));
+}
+
+#[test]
+fn without_serde_validation_there_is_no_message_type() {
+    let project = generate_with("my-redis-worker", &[("use_serde_validation", "false")]);
+    let leftovers = unrendered_liquid(&project);
+    assert!(
+        leftovers.is_empty(),
+        "unrendered Liquid:\n{}",
+        leftovers.join("\n")
+    );
+
+    let business_logic = project.read("src/business_logic.rs");
+    let message_types: Vec<&str> = business_logic
+        .lines()
+        .filter(|line| {
+            line.contains("Message") && (line.contains("struct ") || line.contains("type "))
+        })
+        .collect();
+    assert!(message_types.is_empty(), "message types: {message_types:?}");
+    assert!(!project.has("src/validation.rs"));
+    assert!(!project.has("src/business_logic_raw.rs"));
+    assert!(!project.has("tests/validation.rs"));
+    assert!(!project.read("src/lib.rs").contains("mod validation"));
+    assert!(!project.read("Cargo.toml").contains("chrono"));
+}
+
+#[test]
+fn unusual_names_reach_every_case() {
+    let project = generate_with(
+        "Billing_Events2",
+        &[
+            ("worker_name", "Billing_Events2"),
+            ("stream", "orders:v1"),
+            ("consumer_group", "billing-workers"),
+            ("consumer_name", "billing-1"),
+            ("block_timeout", "250"),
+        ],
+    );
+    assert_eq!(project.file_name().unwrap(), "billing-events2");
+    assert!(
+        project
+            .read("Cargo.toml")
+            .contains(r#"name = "billing-events2""#)
+    );
+    assert!(
+        project
+            .read("src/business_logic.rs")
+            .contains("pub struct BillingEvents2Message")
+    );
+    assert!(
+        project
+            .read("src/main.rs")
+            .contains("use billing_events2::")
+    );
+    let settings = project.read("src/settings.rs");
+    for line in [
+        r#"const WORKER_NAME: &str = "Billing_Events2";"#,
+        r#"const STREAM: &str = "orders:v1";"#,
+        r#"const CONSUMER_GROUP: &str = "billing-workers";"#,
+        r#"const CONSUMER_NAME: &str = "billing-1";"#,
+        "const BLOCK_TIMEOUT_MS: u64 = 250;",
+    ] {
+        assert!(settings.contains(line), "src/settings.rs lacks {line}");
+    }
+}
