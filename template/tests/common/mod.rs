@@ -1,0 +1,160 @@
+//! Helpers for the integration tests: settings that point at the test
+//! Redis (`REDIS_URL`, default `redis://127.0.0.1:6379`) with names of their
+//! own, so tests run in parallel, and a handler that records what it saw.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use redis::aio::MultiplexedConnection;
+
+use {{crate_name}}::{Entry, Handler, ProcessError, Settings};
+
+/// Settings for one test: unique stream, group and consumer, fast retries.
+pub fn settings(test: &str) -> Settings {
+    let mut settings = Settings::default();
+    if let Ok(url) = std::env::var("REDIS_URL") {
+        settings.redis.url = url.as_str().into();
+    }
+    let unique = format!("{test}-{}-{}", std::process::id(), fastrand::u32(..));
+    settings.redis.stream = format!("test:{unique}");
+    settings.redis.consumer_group = format!("group-{unique}");
+    settings.redis.consumer_name = Some(format!("consumer-{unique}"));
+    settings.redis.block_timeout = 100;
+    settings.worker.retry_backoff_ms = 20;
+    settings.worker.retry_backoff_max_ms = 40;
+    settings.worker.shutdown_timeout_ms = 5_000;
+    settings
+}
+
+/// A plain connection for setting up and checking.
+pub async fn connect(settings: &Settings) -> MultiplexedConnection {
+    redis::Client::open(settings.redis.url.expose())
+        .expect("REDIS_URL is a valid URL")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis answers at REDIS_URL (start one or set REDIS_URL)")
+}
+
+/// Adds entries with one `data` field each; returns their IDs.
+pub async fn add(redis: &mut MultiplexedConnection, stream: &str, data: &[&str]) -> Vec<String> {
+    let mut ids = Vec::new();
+    for data in data {
+        let id: String = redis.xadd(stream, "*", &[("data", *data)]).await.unwrap();
+        ids.push(id);
+    }
+    ids
+}
+
+/// Entries pending in the group.
+pub async fn pending(redis: &mut MultiplexedConnection, settings: &Settings) -> usize {
+    let reply: redis::streams::StreamPendingReply = redis
+        .xpending(&settings.redis.stream, &settings.redis.consumer_group)
+        .await
+        .unwrap();
+    reply.count()
+}
+
+/// Entries of the dead-letter stream.
+pub async fn dead_letters(redis: &mut MultiplexedConnection, settings: &Settings) -> Vec<Entry> {
+    let reply: redis::streams::StreamRangeReply = redis
+        .xrange_all(settings.dead_letter_stream())
+        .await
+        .unwrap();
+    reply
+        .ids
+        .into_iter()
+        .map(|entry| {
+            let fields = entry.map.into_iter().map(|(name, value)| {
+                let value: Vec<u8> = redis::from_redis_value(value).unwrap();
+                (name.into_bytes(), value)
+            });
+            Entry::new(entry.id, fields)
+        })
+        .collect()
+}
+
+/// Polls `condition` every 20 ms until it holds; panics after `deadline`.
+pub async fn eventually<F, Fut>(deadline: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let give_up = tokio::time::Instant::now() + deadline;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What a [`Recorder`] does with an entry.
+pub type Behaviour = dyn Fn(&Entry, usize) -> Result<(), ProcessError> + Send + Sync;
+
+/// A handler that counts the deliveries of each entry and then behaves as
+/// told (given the entry and how often it has seen it, 1 the first time).
+#[derive(Clone)]
+pub struct Recorder {
+    seen: Arc<Mutex<HashMap<String, usize>>>,
+    finished: Arc<Mutex<Vec<String>>>,
+    delay: Duration,
+    behaviour: Arc<Behaviour>,
+}
+
+impl Recorder {
+    /// Succeeds on every entry.
+    pub fn succeeding() -> Self {
+        Self::new(|_, _| Ok(()))
+    }
+
+    /// Behaves as `behaviour` says.
+    pub fn new(
+        behaviour: impl Fn(&Entry, usize) -> Result<(), ProcessError> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            seen: Arc::default(),
+            finished: Arc::default(),
+            delay: Duration::ZERO,
+            behaviour: Arc::new(behaviour),
+        }
+    }
+
+    /// Sleeps this long before deciding, like slow business logic.
+    pub fn slow(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    /// How often each entry was handed over.
+    pub fn seen(&self) -> HashMap<String, usize> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Entries that ran to the end of the handler.
+    pub fn finished(&self) -> Vec<String> {
+        self.finished.lock().unwrap().clone()
+    }
+}
+
+impl Handler for Recorder {
+    async fn handle(&self, entry: &Entry) -> Result<(), ProcessError> {
+        let count = {
+            let mut seen = self.seen.lock().unwrap();
+            let count = seen.entry(entry.id.clone()).or_default();
+            *count += 1;
+            *count
+        };
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        let result = (self.behaviour)(entry, count);
+        self.finished.lock().unwrap().push(entry.id.clone());
+        result
+    }
+}

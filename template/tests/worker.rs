@@ -1,0 +1,400 @@
+//! The worker against a real Redis: processing and acknowledgement, retries,
+//! dead letters, recovery of pending entries and graceful shutdown.
+//!
+//! Needs Redis at `REDIS_URL` (default `redis://127.0.0.1:6379`). Each test
+//! uses a stream, group and consumer of its own.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Recorder, add, connect, dead_letters, eventually, pending, settings};
+use redis::AsyncCommands;
+
+use {{crate_name}}::dead_letter;
+use {{crate_name}}::dead_letter::{DELIVERIES, ORIGINAL_ID, REASON};
+use {{crate_name}}::worker::Source;
+use {{crate_name}}::{Handler, ProcessError, Worker};
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Steps `worker` until `done` holds for the recorder.
+async fn step_until<H: Handler>(
+    worker: &mut Worker<H>,
+    what: &str,
+    mut done: impl FnMut() -> bool,
+) {
+    let give_up = tokio::time::Instant::now() + DEADLINE;
+    while !done() {
+        assert!(tokio::time::Instant::now() < give_up, "timed out: {what}");
+        worker.step().await.expect("step");
+    }
+    // One more step acknowledges nothing new but proves nothing is left over.
+    worker.step().await.expect("step");
+}
+
+#[tokio::test]
+async fn processes_and_acknowledges_each_entry_once() {
+    let settings = settings("ack");
+    let mut redis = connect(&settings).await;
+    let recorder = Recorder::succeeding();
+    let mut worker = Worker::new(&settings, recorder.clone()).unwrap();
+    worker.step().await.unwrap(); // creates the group
+
+    let data: Vec<String> = (0..50)
+        .map(|n| serde_json::json!({ "n": n }).to_string())
+        .collect();
+    let refs: Vec<&str> = data.iter().map(String::as_str).collect();
+    let ids = add(&mut redis, &settings.redis.stream, &refs).await;
+
+    step_until(&mut worker, "50 entries", || {
+        recorder.finished().len() == 50
+    })
+    .await;
+    let seen = recorder.seen();
+    assert!(ids.iter().all(|id| seen.get(id) == Some(&1)), "{seen:?}");
+    assert_eq!(pending(&mut redis, &settings).await, 0);
+    assert!(dead_letters(&mut redis, &settings).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_step_reads_a_whole_batch_with_bounded_concurrency() {
+    let mut settings = settings("batch");
+    settings.worker.batch_size = 20;
+    settings.worker.concurrency = 5;
+    let mut redis = connect(&settings).await;
+    let recorder = Recorder::succeeding().slow(Duration::from_millis(50));
+    let mut worker = Worker::new(&settings, recorder.clone()).unwrap();
+    add(&mut redis, &settings.redis.stream, &["{}"; 30]).await;
+
+    // Past the group creation, the replay pass and the first scans, none of
+    // which sees never-delivered entries.
+    let (report, elapsed) = loop {
+        let started = std::time::Instant::now();
+        let report = worker.step().await.unwrap();
+        if report.source == Source::New {
+            break (report, started.elapsed());
+        }
+        assert_eq!(report.processed, 0);
+    };
+    assert_eq!(report.processed, 20);
+    assert_eq!(report.succeeded, report.processed);
+    // 5 at a time, 50 ms each: 4 rounds, not 1 (unbounded) nor 20 (serial).
+    assert!(elapsed >= Duration::from_millis(200), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(900), "{elapsed:?}");
+}
+
+#[tokio::test]
+async fn a_retryable_failure_is_retried_after_a_backoff_then_succeeds() {
+    let settings = settings("retry");
+    let mut redis = connect(&settings).await;
+    let recorder = Recorder::new(|_, seen| {
+        if seen <= 2 {
+            Err(ProcessError::retry("flaky"))
+        } else {
+            Ok(())
+        }
+    });
+    let mut worker = Worker::new(&settings, recorder.clone()).unwrap();
+    worker.step().await.unwrap();
+    let ids = add(&mut redis, &settings.redis.stream, &["{}"]).await;
+
+    step_until(&mut worker, "three deliveries", || {
+        recorder.seen().get(&ids[0]) == Some(&3)
+    })
+    .await;
+    assert_eq!(pending(&mut redis, &settings).await, 0);
+    assert!(dead_letters(&mut redis, &settings).await.is_empty());
+}
+
+#[tokio::test]
+async fn an_entry_that_keeps_failing_is_dead_lettered_after_max_deliveries() {
+    let mut settings = settings("poison");
+    settings.worker.max_deliveries = 3;
+    let mut redis = connect(&settings).await;
+    let recorder = Recorder::new(|entry, _| match entry.get("data") {
+        Some(b"poison") => Err(ProcessError::retry("always fails")),
+        _ => Ok(()),
+    });
+    let mut worker = Worker::new(&settings, recorder.clone()).unwrap();
+    worker.step().await.unwrap();
+    let ids = add(&mut redis, &settings.redis.stream, &["ok", "poison", "ok"]).await;
+
+    step_until(&mut worker, "a dead letter", || {
+        recorder.seen().get(&ids[1]) == Some(&3)
+    })
+    .await;
+    let letters = dead_letters(&mut redis, &settings).await;
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(letter.text(ORIGINAL_ID).unwrap().unwrap(), ids[1]);
+    assert_eq!(letter.text(DELIVERIES).unwrap().unwrap(), "3");
+    assert!(
+        letter
+            .text(REASON)
+            .unwrap()
+            .unwrap()
+            .contains("always fails")
+    );
+    assert_eq!(
+        dead_letter::original(letter).get("data"),
+        Some(&b"poison"[..])
+    );
+    let seen = recorder.seen();
+    assert_eq!((seen[&ids[0]], seen[&ids[1]], seen[&ids[2]]), (1, 3, 1));
+    assert_eq!(pending(&mut redis, &settings).await, 0);
+}
+
+#[tokio::test]
+async fn a_permanent_failure_is_dead_lettered_at_once() {
+    let settings = settings("permanent");
+    let mut redis = connect(&settings).await;
+    let recorder = Recorder::new(|_, _| Err(ProcessError::permanent("cannot ever work")));
+    let mut worker = Worker::new(&settings, recorder.clone()).unwrap();
+    worker.step().await.unwrap();
+    let ids = add(&mut redis, &settings.redis.stream, &["x"]).await;
+
+    step_until(&mut worker, "one delivery", || {
+        !recorder.finished().is_empty()
+    })
+    .await;
+    let letters = dead_letters(&mut redis, &settings).await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].text(ORIGINAL_ID).unwrap().unwrap(), ids[0]);
+    assert_eq!(letters[0].text(DELIVERIES).unwrap().unwrap(), "1");
+    assert_eq!(recorder.seen()[&ids[0]], 1);
+    assert_eq!(pending(&mut redis, &settings).await, 0);
+}
+
+#[tokio::test]
+async fn a_panic_is_caught_and_counts_as_a_retryable_failure() {
+    let mut settings = settings("panic");
+    settings.worker.max_deliveries = 2;
+    let mut redis = connect(&settings).await;
+    let recorder = Recorder::new(|entry, _| {
+        if entry.get("data") == Some(b"boom") {
+            panic!("business logic bug");
+        }
+        Ok(())
+    });
+    let mut worker = Worker::new(&settings, recorder.clone()).unwrap();
+    worker.step().await.unwrap();
+    let ids = add(&mut redis, &settings.redis.stream, &["boom", "fine"]).await;
+
+    step_until(&mut worker, "two deliveries", || {
+        recorder.seen().get(&ids[0]) == Some(&2)
+    })
+    .await;
+    let letters = dead_letters(&mut redis, &settings).await;
+    assert_eq!(letters.len(), 1);
+    assert!(
+        letters[0]
+            .text(REASON)
+            .unwrap()
+            .unwrap()
+            .contains("panicked: business logic bug")
+    );
+    assert_eq!(recorder.seen()[&ids[1]], 1);
+    assert_eq!(pending(&mut redis, &settings).await, 0);
+}
+
+#[tokio::test]
+async fn own_pending_entries_are_replayed_on_start() {
+    let settings = settings("replay");
+    let mut redis = connect(&settings).await;
+    let (stream, group) = (&settings.redis.stream, &settings.redis.consumer_group);
+    let consumer = settings.redis.consumer_name.clone().unwrap();
+    let _: () = redis
+        .xgroup_create_mkstream(stream, group, "0")
+        .await
+        .unwrap();
+    let ids = add(&mut redis, stream, &["a", "b"]).await;
+    // A previous run of this consumer read them and died before acknowledging.
+    let options = redis::streams::StreamReadOptions::default().group(group, &consumer);
+    let _: redis::streams::StreamReadReply = redis
+        .xread_options(&[stream], &[">"], &options)
+        .await
+        .unwrap();
+    assert_eq!(pending(&mut redis, &settings).await, 2);
+
+    let recorder = Recorder::succeeding();
+    let mut worker = Worker::new(&settings, recorder.clone()).unwrap();
+    worker.step().await.unwrap(); // group exists already
+    let report = worker.step().await.unwrap();
+    assert_eq!(report.source, Source::Replay);
+    assert_eq!(report.succeeded, 2);
+    assert_eq!(recorder.seen().len(), 2);
+    assert!(ids.iter().all(|id| recorder.seen().contains_key(id)));
+    assert_eq!(pending(&mut redis, &settings).await, 0);
+}
+
+#[tokio::test]
+async fn entries_of_a_dead_consumer_are_taken_over_after_claim_idle() {
+    let mut settings = settings("claim");
+    settings.worker.claim_idle_ms = 200;
+    settings.worker.claim_interval_ms = 50;
+    let mut redis = connect(&settings).await;
+    let (stream, group) = (&settings.redis.stream, &settings.redis.consumer_group);
+    let _: () = redis
+        .xgroup_create_mkstream(stream, group, "0")
+        .await
+        .unwrap();
+    let ids = add(&mut redis, stream, &["a", "b", "c"]).await;
+    let options = redis::streams::StreamReadOptions::default().group(group, "dead-consumer");
+    let _: redis::streams::StreamReadReply = redis
+        .xread_options(&[stream], &[">"], &options)
+        .await
+        .unwrap();
+
+    let recorder = Recorder::succeeding();
+    let mut worker = Worker::new(&settings, recorder.clone()).unwrap();
+    let started = std::time::Instant::now();
+    step_until(&mut worker, "the takeover", || {
+        recorder.finished().len() == 3
+    })
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "claimed before claim_idle"
+    );
+    assert!(ids.iter().all(|id| recorder.seen().get(id) == Some(&1)));
+    assert_eq!(pending(&mut redis, &settings).await, 0);
+}
+
+#[tokio::test]
+async fn a_pending_entry_deleted_from_the_stream_is_dropped_not_retried() {
+    let settings = settings("deleted");
+    let mut redis = connect(&settings).await;
+    let (stream, group) = (&settings.redis.stream, &settings.redis.consumer_group);
+    let consumer = settings.redis.consumer_name.clone().unwrap();
+    let _: () = redis
+        .xgroup_create_mkstream(stream, group, "0")
+        .await
+        .unwrap();
+    let ids = add(&mut redis, stream, &["gone", "kept"]).await;
+    let options = redis::streams::StreamReadOptions::default().group(group, &consumer);
+    let _: redis::streams::StreamReadReply = redis
+        .xread_options(&[stream], &[">"], &options)
+        .await
+        .unwrap();
+    let _: () = redis.xdel(stream, &[&ids[0]]).await.unwrap();
+
+    let recorder = Recorder::succeeding();
+    let mut worker = Worker::new(&settings, recorder.clone()).unwrap();
+    worker.step().await.unwrap();
+    let report = worker.step().await.unwrap();
+    assert_eq!((report.deleted, report.succeeded), (1, 1));
+    assert!(!recorder.seen().contains_key(&ids[0]));
+    assert_eq!(pending(&mut redis, &settings).await, 0);
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_entries_finish_and_acknowledges_them() {
+    let mut settings = settings("drain");
+    settings.worker.concurrency = 10;
+    let mut redis = connect(&settings).await;
+    let recorder = Recorder::succeeding().slow(Duration::from_millis(500));
+    let worker = Worker::new(&settings, recorder.clone()).unwrap();
+    let ids = add(&mut redis, &settings.redis.stream, &["{}"; 10]).await;
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+    let seen = recorder.clone();
+    eventually(DEADLINE, "processing to start", || {
+        let started = seen.seen().len() == 10;
+        async move { started }
+    })
+    .await;
+    assert!(
+        recorder.finished().is_empty(),
+        "nothing finished before the signal"
+    );
+    stop.send(()).unwrap();
+    tokio::time::timeout(DEADLINE, running)
+        .await
+        .expect("run returns")
+        .unwrap();
+
+    let finished = recorder.finished();
+    assert_eq!(finished.len(), 10);
+    assert!(ids.iter().all(|id| finished.contains(id)));
+    assert_eq!(
+        pending(&mut redis, &settings).await,
+        0,
+        "all in-flight work acknowledged"
+    );
+}
+
+#[tokio::test]
+async fn what_misses_the_shutdown_deadline_stays_pending() {
+    let mut settings = settings("deadline");
+    settings.worker.shutdown_timeout_ms = 200;
+    let mut redis = connect(&settings).await;
+    let recorder = Recorder::succeeding().slow(Duration::from_secs(30));
+    let worker = Worker::new(&settings, recorder.clone()).unwrap();
+    add(&mut redis, &settings.redis.stream, &["{}"; 3]).await;
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+    let seen = recorder.clone();
+    eventually(DEADLINE, "processing to start", || {
+        let started = seen.seen().len() == 3;
+        async move { started }
+    })
+    .await;
+    let signalled = std::time::Instant::now();
+    stop.send(()).unwrap();
+    tokio::time::timeout(DEADLINE, running)
+        .await
+        .expect("run returns")
+        .unwrap();
+    assert!(
+        signalled.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        signalled.elapsed()
+    );
+    assert!(recorder.finished().is_empty());
+    assert_eq!(
+        pending(&mut redis, &settings).await,
+        3,
+        "unfinished entries are not acknowledged"
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_stream_is_recreated_and_consumption_goes_on() {
+    let settings = settings("nogroup");
+    let mut redis = connect(&settings).await;
+    let recorder = Recorder::succeeding();
+    let worker = Worker::new(&settings, recorder.clone()).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+    add(&mut redis, &settings.redis.stream, &["before"]).await;
+    let seen = recorder.clone();
+    eventually(DEADLINE, "the first entry", || {
+        let done = seen.finished().len() == 1;
+        async move { done }
+    })
+    .await;
+
+    let _: () = redis.del(&settings.redis.stream).await.unwrap();
+    add(&mut redis, &settings.redis.stream, &["after"]).await;
+    let seen = recorder.clone();
+    eventually(DEADLINE, "the entry after the deletion", || {
+        let done = seen.finished().len() == 2;
+        async move { done }
+    })
+    .await;
+    stop.send(()).unwrap();
+    tokio::time::timeout(DEADLINE, running)
+        .await
+        .expect("run returns")
+        .unwrap();
+    assert_eq!(pending(&mut redis, &settings).await, 0);
+}
