@@ -19,7 +19,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::entry::Entry;
-use crate::handler::{Handler, ProcessError};
+use crate::handler::{BoxError, Handler, ProcessError};
+use crate::settings::Settings;
 use crate::validation::{self, ValidationError};
 
 /// The message type under a short name.
@@ -77,9 +78,16 @@ pub async fn process_business_logic(message: &Message) -> Result<(), ProcessErro
 /// [`process_business_logic`].
 ///
 /// Shared state of your logic (an HTTP client, a database pool) goes into
-/// this struct; build it in `main.rs`.
+/// this struct, built once at start by [`BusinessLogic::new`].
 #[derive(Debug, Default)]
 pub struct BusinessLogic;
+
+impl BusinessLogic {
+    /// Builds the logic's state from the settings; an error stops the start.
+    pub async fn new(_settings: &Settings) -> Result<Self, BoxError> {
+        Ok(Self)
+    }
+}
 
 impl Handler for BusinessLogic {
     async fn handle(&self, entry: &Entry) -> Result<(), ProcessError> {

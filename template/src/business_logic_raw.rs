@@ -13,7 +13,8 @@
 //! - A panic counts as a retryable failure; the worker keeps running.
 
 use crate::entry::Entry;
-use crate::handler::{Handler, ProcessError};
+use crate::handler::{BoxError, Handler, ProcessError};
+use crate::settings::Settings;
 
 /// Does the work for one entry. Replace the body with yours.
 pub async fn process_business_logic(entry: &Entry) -> Result<(), ProcessError> {
@@ -24,9 +25,16 @@ pub async fn process_business_logic(entry: &Entry) -> Result<(), ProcessError> {
 /// The handler the worker runs: calls [`process_business_logic`].
 ///
 /// Shared state of your logic (an HTTP client, a database pool) goes into
-/// this struct; build it in `main.rs`.
+/// this struct, built once at start by [`BusinessLogic::new`].
 #[derive(Debug, Default)]
 pub struct BusinessLogic;
+
+impl BusinessLogic {
+    /// Builds the logic's state from the settings; an error stops the start.
+    pub async fn new(_settings: &Settings) -> Result<Self, BoxError> {
+        Ok(Self)
+    }
+}
 
 impl Handler for BusinessLogic {
     async fn handle(&self, entry: &Entry) -> Result<(), ProcessError> {

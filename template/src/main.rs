@@ -108,7 +108,10 @@ async fn main() -> ExitCode {
 
 async fn run(settings: settings::Settings) -> anyhow::Result<()> {
     telemetry::init(&settings.log_level, settings.log_format)?;
-    let worker = Worker::new(&settings, BusinessLogic)?;
+    let logic = BusinessLogic::new(&settings)
+        .await
+        .map_err(|error| anyhow::anyhow!("starting the business logic: {error}"))?;
+    let worker = Worker::new(&settings, logic)?;
     {%- if add_metrics %}
 
     // Metrics: count the worker's events and serve them with the health checks.

@@ -2,7 +2,10 @@
 //!
 //! The level comes from `log_level` (`LOG_LEVEL`); `RUST_LOG`, when set,
 //! replaces it with full directives such as `info,{{crate_name}}=debug`.
-//! `log_format` picks human-readable lines or one JSON object per line.
+//! `log_format` picks human-readable lines (coloured only on a terminal) or
+//! one JSON object per line for log collectors.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
@@ -27,6 +30,7 @@ pub fn init(log_level: &str, format: LogFormat) -> Result<(), TelemetryError> {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let installed = match format {
         LogFormat::Pretty => builder.try_init(),
