@@ -24,7 +24,8 @@ const CONSUMER_NAME: &str = "{{consumer_name}}";
 const BLOCK_TIMEOUT_MS: u64 = {{block_timeout}};
 
 /// Environment variables and the setting each one sets. Anything else in the
-/// environment is ignored, so unrelated `REDIS_*` variables do no harm.
+/// environment is ignored, so unrelated `REDIS_*` variables do no harm; an
+/// empty value counts as unset.
 pub const ENV_VARS: &[(&str, &str)] = &[
     ("WORKER_NAME", "worker_name"),
     ("LOG_LEVEL", "log_level"),
@@ -399,6 +400,9 @@ pub fn load(
 
     let mut from_env = Dict::new();
     for (name, value) in env {
+        if value.is_empty() {
+            continue; // `VAR=` in a compose or .env file means unset
+        }
         if let Some((_, key)) = ENV_VARS.iter().find(|(var, _)| *var == name) {
             insert(&mut from_env, key, Value::from(value));
         }
@@ -603,6 +607,7 @@ mod tests {
                 ("REDIS_CONSUMER_GROUP", "env-group"),
                 ("WORKER_CONCURRENCY", "7"),
                 ("REDIS_HOST", "ignored"),
+                ("REDIS_STREAM", ""),
             ]),
             vec![("worker.concurrency", Value::from(9_u64))],
         )
@@ -616,6 +621,13 @@ mod tests {
             "environment variable REDIS_CONSUMER_GROUP"
         );
         assert_eq!(loaded.source_of("worker.concurrency"), "command-line flag");
+    }
+
+    #[test]
+    fn the_shipped_config_file_holds_the_defaults() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yaml");
+        let loaded = load(Some(&file), env(&[]), vec![]).unwrap();
+        assert_eq!(loaded.settings, Settings::default());
     }
 
     #[test]
