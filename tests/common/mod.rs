@@ -930,6 +930,37 @@ impl Drop for RedisServer {
     }
 }
 
+impl RedisServer {
+    /// Starts one on `port`, chosen beforehand (with [`unused_port`]) so
+    /// that a client can be pointed at it before it exists. Panics if it
+    /// cannot start there.
+    pub fn start_on(port: u16, options: RedisOptions) -> RedisServer {
+        let dir = tempfile::Builder::new()
+            .prefix("template-test-redis-")
+            .tempdir_in(std::env::temp_dir())
+            .expect("a temporary directory");
+        let process = launch_redis(port, dir.path(), options)
+            .unwrap_or_else(|error| panic!("redis-server did not start on port {port}: {error}"));
+        RedisServer {
+            port,
+            dir,
+            options,
+            process: Some(process),
+        }
+    }
+}
+
+/// A port of 127.0.0.1 with nothing listening on it a moment ago (never
+/// 6379), for [`RedisServer::start_on`].
+pub fn unused_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port != 6379 {
+            return port;
+        }
+    }
+}
+
 /// A port of 127.0.0.1 that was free a moment ago.
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
