@@ -1,0 +1,1323 @@
+//! Fault injection: generated workers run as real processes against real
+//! redis-servers, one consumer group per scenario, while processes and
+//! Redis are killed, restarted and signalled, and the business logic fails,
+//! panics or crawls on purpose.
+//!
+//! The default variant is generated once as `fault-worker`, its
+//! `src/business_logic.rs` replaced by `tests/fixtures/fault_business_logic.rs`
+//! (each entry's `data` says how to fail; each call appends `<id> <n> <pid>`
+//! to the file named by `FAULT_RECORD`), checked with clippy and built once.
+//! Every scenario then has a redis-server, a stream and a group of its own,
+//! so they run in parallel.
+//!
+//! Counts are checked against Redis itself (`XPENDING`, `XINFO GROUPS` lag,
+//! the dead-letter stream `<stream>:dlq` and its `dlq.*` fields) and against
+//! the record of what the business logic saw.
+
+mod common;
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{
+    Process, RedisOptions, RedisServer, StreamInfoGroup, cargo, debug_binary, generate_with, note,
+    repo_root, scrub_env, unused_port, variant, wait_until,
+};
+use redis::streams::{StreamPendingCountReply, StreamPendingReply, StreamRangeReply};
+use tempfile::TempDir;
+
+// ---------------------------------------------------------------------------
+// The fault-injecting worker
+// ---------------------------------------------------------------------------
+
+/// The generated project and binary name.
+const PROJECT: &str = "fault-worker";
+
+/// The business logic copied over the generated one.
+const FAULT_LOGIC: &str = "tests/fixtures/fault_business_logic.rs";
+
+/// `REDIS_BLOCK_TIMEOUT` of every worker unless a scenario sets its own.
+const BLOCK_TIMEOUT_MS: u64 = 1_000;
+
+/// The worker binary, generated, checked and built on first use; later
+/// callers wait for it. A failed build fails every scenario with its reason.
+fn worker_binary() -> &'static Path {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        std::panic::catch_unwind(build_fault_worker).map_err(|panic| {
+            panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|text| (*text).to_owned()))
+                .unwrap_or_else(|| "a panic without a message".to_owned())
+        })
+    });
+    match built {
+        Ok(binary) => binary,
+        Err(error) => panic!("the fault-injecting worker could not be built: {error}"),
+    }
+}
+
+/// Generates the default variant as `fault-worker`, overwrites its business
+/// logic the way a user edits it, and builds it.
+fn build_fault_worker() -> PathBuf {
+    let started = Instant::now();
+    let project = generate_with(PROJECT, variant("default").defines);
+    let logic = project.path().join("src").join("business_logic.rs");
+    assert!(logic.is_file(), "no {}", logic.display());
+    fs::copy(repo_root().join(FAULT_LOGIC), &logic).unwrap();
+    cargo(&project, &["clippy", "--", "-D", "warnings"]);
+    cargo(&project, &["build"]);
+    let binary = debug_binary(PROJECT);
+    note(format!(
+        "faults: `{PROJECT}` generated, checked and built in {:.1}s",
+        started.elapsed().as_secs_f64()
+    ));
+    binary
+}
+
+/// The `data` of an entry for the fault logic.
+fn data(n: usize, fail: &str, sleep_ms: u64) -> String {
+    format!(r#"{{"n":{n},"fail":"{fail}","sleep_ms":{sleep_ms}}}"#)
+}
+
+// ---------------------------------------------------------------------------
+// The record of calls
+// ---------------------------------------------------------------------------
+
+/// One call of the business logic, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Call {
+    id: String,
+    n: u64,
+    pid: u32,
+}
+
+/// Every recorded call, in file order.
+#[derive(Debug, Default)]
+struct Record {
+    calls: Vec<Call>,
+}
+
+impl Record {
+    /// Reads `path`; a missing file is an empty record. Every line must be
+    /// complete, except while workers may still be writing (`live`), when a
+    /// last line being written is left out.
+    fn read(path: &Path, live: bool) -> Record {
+        let mut text = match fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(error) => panic!("{}: {error}", path.display()),
+        };
+        if live {
+            text.truncate(text.rfind('\n').map_or(0, |end| end + 1));
+        }
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "the record ends with a torn line: {:?}",
+            text.lines().last()
+        );
+        let calls = text
+            .lines()
+            .map(|line| {
+                let parts: Vec<&str> = line.split(' ').collect();
+                match parts[..] {
+                    [id, n, pid] if id.contains('-') => Call {
+                        id: id.to_owned(),
+                        n: n.parse()
+                            .unwrap_or_else(|_| panic!("bad record line {line:?}")),
+                        pid: pid
+                            .parse()
+                            .unwrap_or_else(|_| panic!("bad record line {line:?}")),
+                    },
+                    _ => panic!("bad record line {line:?}"),
+                }
+            })
+            .collect();
+        Record { calls }
+    }
+
+    /// How many lines the file has, without parsing it (for polling).
+    fn count_lines(path: &Path) -> usize {
+        fs::read(path).map_or(0, |bytes| bytes.iter().filter(|&&b| b == b'\n').count())
+    }
+
+    /// Calls per entry ID.
+    fn counts(&self) -> HashMap<&str, usize> {
+        let mut counts = HashMap::new();
+        for call in &self.calls {
+            *counts.entry(call.id.as_str()).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// The distinct IDs recorded.
+    fn ids(&self) -> HashSet<&str> {
+        self.calls.iter().map(|call| call.id.as_str()).collect()
+    }
+
+    /// The processes that recorded `id`, in order.
+    fn pids_of(&self, id: &str) -> Vec<u32> {
+        self.calls
+            .iter()
+            .filter(|call| call.id == id)
+            .map(|call| call.pid)
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Scenarios
+// ---------------------------------------------------------------------------
+
+/// A worker process and whether the scenario expects it to be running.
+struct Worker {
+    process: Process,
+    consumer: String,
+    expect_running: bool,
+}
+
+/// One scenario: a redis-server (or the port one will use), a stream and a
+/// group, a record file, and the workers started so far. Dropping it kills
+/// the workers, then Redis; when the test is failing it first prints the
+/// end of every worker's output and keeps the record.
+struct Scenario {
+    workers: Vec<Worker>,
+    redis: Option<RedisServer>,
+    name: &'static str,
+    url: String,
+    stream: String,
+    group: String,
+    dir: Option<TempDir>,
+    record: PathBuf,
+    /// Every entry added, in order: the `n` of the `n`th is `n`.
+    added: RefCell<Vec<String>>,
+    started: Instant,
+}
+
+impl Scenario {
+    /// A scenario with a fresh redis-server.
+    fn new(name: &'static str) -> Scenario {
+        Scenario::with_redis(name, Some(RedisServer::start()), None)
+    }
+
+    /// A scenario with `redis`, or with none yet and workers pointed at
+    /// `url`.
+    fn with_redis(name: &'static str, redis: Option<RedisServer>, url: Option<String>) -> Scenario {
+        let binary = worker_binary();
+        assert!(binary.is_file());
+        let url = url
+            .or_else(|| redis.as_ref().map(RedisServer::url))
+            .expect("a Redis or its URL");
+        let dir = tempfile::Builder::new()
+            .prefix("template-test-faults-")
+            .tempdir_in(std::env::temp_dir())
+            .expect("a temporary directory");
+        let record = dir.path().join("record.txt");
+        note(format!("faults::{name}: started"));
+        Scenario {
+            workers: Vec::new(),
+            redis,
+            name,
+            url,
+            stream: format!("faults:{name}"),
+            group: format!("{name}-group"),
+            dir: Some(dir),
+            record,
+            added: RefCell::new(Vec::new()),
+            started: Instant::now(),
+        }
+    }
+
+    fn redis(&self) -> &RedisServer {
+        self.redis
+            .as_ref()
+            .expect("this scenario's Redis is running")
+    }
+
+    fn dead_letter_stream(&self) -> String {
+        format!("{}:dlq", self.stream)
+    }
+
+    /// Starts a worker called `consumer` with the scenario's names, JSON
+    /// logs, the record file and `env` on top; returns its index.
+    fn spawn(&mut self, consumer: &str, env: &[(&str, &str)]) -> usize {
+        let mut command = Command::new(worker_binary());
+        command.current_dir(self.dir.as_ref().unwrap().path());
+        scrub_env(&mut command);
+        command
+            .env_remove("FAULT_SLEEP_MS")
+            .env("REDIS_URL", &self.url)
+            .env("REDIS_STREAM", &self.stream)
+            .env("REDIS_CONSUMER_GROUP", &self.group)
+            .env("REDIS_CONSUMER_NAME", consumer)
+            .env("REDIS_BLOCK_TIMEOUT", BLOCK_TIMEOUT_MS.to_string())
+            .env("METRICS_ADDR", "127.0.0.1:0")
+            .env("LOG_FORMAT", "json")
+            .env("LOG_LEVEL", "info")
+            .env("FAULT_RECORD", &self.record);
+        command.envs(env.iter().copied());
+        let process = Process::spawn(&format!("{PROJECT} {consumer}"), command);
+        self.workers.push(Worker {
+            process,
+            consumer: consumer.to_owned(),
+            expect_running: true,
+        });
+        self.workers.len() - 1
+    }
+
+    fn worker(&mut self, index: usize) -> &mut Process {
+        &mut self.workers[index].process
+    }
+
+    fn pid(&self, index: usize) -> u32 {
+        self.workers[index].process.pid()
+    }
+
+    /// `kill -9` of worker `index`.
+    fn kill(&mut self, index: usize) {
+        self.workers[index].expect_running = false;
+        self.workers[index].process.kill();
+    }
+
+    /// Fails with its output if a worker that should run has exited.
+    fn check_workers(&mut self) {
+        for worker in &mut self.workers {
+            if worker.expect_running {
+                worker.process.assert_running();
+            }
+        }
+    }
+
+    /// [`wait_until`], failing early if a worker exits.
+    fn wait_for<T>(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        mut probe: impl FnMut(&Scenario) -> Result<T, String>,
+    ) -> T {
+        wait_until(timeout, what, || {
+            self.check_workers();
+            probe(self)
+        })
+    }
+
+    /// Adds one entry per element of `data`, in pipelines of 5,000.
+    fn add(&self, data: &[String]) -> Vec<String> {
+        let ids: Vec<String> = data
+            .chunks(5_000)
+            .flat_map(|chunk| self.redis().xadd_data(&self.stream, chunk))
+            .collect();
+        self.added.borrow_mut().extend(ids.iter().cloned());
+        ids
+    }
+
+    /// Adds one entry per element of `data` in one transaction: readers
+    /// blocked on the stream wake up once, with all of them there.
+    fn add_atomically(&self, data: &[String]) -> Vec<String> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for value in data {
+            pipe.cmd("XADD")
+                .arg(&self.stream)
+                .arg("*")
+                .arg("data")
+                .arg(value);
+        }
+        let ids: Vec<String> = pipe
+            .query(&mut self.redis().connect())
+            .unwrap_or_else(|error| panic!("MULTI/XADD/EXEC failed: {error}"));
+        self.added.borrow_mut().extend(ids.iter().cloned());
+        ids
+    }
+
+    /// The record, read when no worker is writing to it (all stopped, or
+    /// nothing left to process). Each call's `n` must be that of the entry
+    /// it names: the logic saw the entry's own data.
+    fn record(&self) -> Record {
+        self.checked_record(false)
+    }
+
+    /// The record so far, while workers may be writing to it.
+    fn record_live(&self) -> Record {
+        self.checked_record(true)
+    }
+
+    fn checked_record(&self, live: bool) -> Record {
+        let record = Record::read(&self.record, live);
+        let added = self.added.borrow();
+        for call in &record.calls {
+            let expected = usize::try_from(call.n).ok().and_then(|n| added.get(n));
+            assert_eq!(
+                expected,
+                Some(&call.id),
+                "the logic recorded n={} for entry {}",
+                call.n,
+                call.id
+            );
+        }
+        record
+    }
+
+    fn group(&self) -> Option<StreamInfoGroup> {
+        self.redis().group(&self.stream, &self.group)
+    }
+
+    /// `XPENDING stream group`: how many entries each consumer holds.
+    fn pending_by_consumer(&self) -> HashMap<String, usize> {
+        let reply: StreamPendingReply = redis::cmd("XPENDING")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .query(&mut self.redis().connect())
+            .unwrap();
+        match reply {
+            StreamPendingReply::Data(data) => data
+                .consumers
+                .into_iter()
+                .map(|consumer| (consumer.name, consumer.pending))
+                .collect(),
+            _ => HashMap::new(),
+        }
+    }
+
+    /// The IDs pending in the group (all consumers, or one).
+    fn pending_ids(&self, consumer: Option<&str>) -> BTreeSet<String> {
+        let mut cmd = redis::cmd("XPENDING");
+        cmd.arg(&self.stream)
+            .arg(&self.group)
+            .arg("-")
+            .arg("+")
+            .arg(1_000_000);
+        if let Some(consumer) = consumer {
+            cmd.arg(consumer);
+        }
+        let reply: StreamPendingCountReply = cmd.query(&mut self.redis().connect()).unwrap();
+        reply.ids.into_iter().map(|pending| pending.id).collect()
+    }
+
+    /// The dead letters, in order.
+    fn dead_letters(&self) -> Vec<DeadLetter> {
+        let reply: StreamRangeReply = redis::cmd("XRANGE")
+            .arg(self.dead_letter_stream())
+            .arg("-")
+            .arg("+")
+            .query(&mut self.redis().connect())
+            .unwrap();
+        reply
+            .ids
+            .into_iter()
+            .map(|entry| {
+                let field = |name: &str| -> String {
+                    entry
+                        .get(name)
+                        .unwrap_or_else(|| panic!("dead letter {} has no {name}", entry.id))
+                };
+                DeadLetter {
+                    original_id: field("dlq.original_id"),
+                    deliveries: field("dlq.deliveries"),
+                    reason: field("dlq.reason"),
+                    data: field("data"),
+                }
+            })
+            .collect()
+    }
+
+    /// Waits until the group has read `total` entries and has nothing
+    /// pending and no lag: every entry acknowledged.
+    fn wait_drained(&mut self, total: usize, timeout: Duration) -> StreamInfoGroup {
+        let what = format!("group {} to acknowledge all {total} entries", self.group);
+        self.wait_for(timeout, &what, |scenario| match scenario.group() {
+            Some(group)
+                if group.pending == 0
+                    && group.lag == Some(0)
+                    && group.entries_read.is_some_and(|read| read >= total) =>
+            {
+                Ok(group)
+            }
+            other => Err(format!("{other:?}")),
+        })
+    }
+
+    /// Asserts the group's final state: nothing pending, no lag.
+    fn assert_all_acknowledged(&self) {
+        let group = self.group().expect("the group exists");
+        assert_eq!(group.pending, 0, "entries left pending: {group:?}");
+        assert_eq!(group.lag, Some(0), "entries never delivered: {group:?}");
+        assert!(
+            self.pending_by_consumer().is_empty(),
+            "XPENDING: {:?}",
+            self.pending_by_consumer()
+        );
+    }
+
+    /// Log lines of worker `index` (JSON, one object each) holding `text`.
+    fn log_lines(&self, index: usize, text: &str) -> Vec<String> {
+        self.workers[index]
+            .process
+            .stderr()
+            .lines()
+            .filter(|line| line.contains(text))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Prints how long the scenario took.
+    fn done(self, summary: impl std::fmt::Display) {
+        note(format!(
+            "faults::{}: ok in {:.1}s ({summary})",
+            self.name,
+            self.started.elapsed().as_secs_f64()
+        ));
+    }
+}
+
+impl Drop for Scenario {
+    fn drop(&mut self) {
+        if !thread::panicking() {
+            return;
+        }
+        for worker in &mut self.workers {
+            worker.process.kill();
+            let output = worker.process.output();
+            let lines: Vec<&str> = output.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            note(format!(
+                "faults::{}: worker {} (pid {}), last {} lines of output:\n{}",
+                self.name,
+                worker.consumer,
+                worker.process.pid(),
+                tail.len(),
+                tail.join("\n")
+            ));
+        }
+        if let Some(redis) = &self.redis {
+            let log = redis.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(15)..];
+            note(format!(
+                "faults::{}: redis-server log (end):\n{}",
+                self.name,
+                tail.join("\n")
+            ));
+        }
+        if let Some(dir) = self.dir.take() {
+            note(format!(
+                "faults::{}: record kept at {}",
+                self.name,
+                dir.keep().join("record.txt").display()
+            ));
+        }
+    }
+}
+
+/// A dead letter's metadata and original `data`.
+#[derive(Debug, Clone)]
+struct DeadLetter {
+    original_id: String,
+    deliveries: String,
+    reason: String,
+    data: String,
+}
+
+/// The number after `"key":` in a JSON log line.
+fn json_number(line: &str, key: &str) -> Option<u64> {
+    let start = line.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let digits: String = line[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+// ---------------------------------------------------------------------------
+// 1. kill -9 mid-drain, restart with the same name
+// ---------------------------------------------------------------------------
+
+/// A worker killed with SIGKILL in the middle of 10,000 entries and started
+/// again under the same consumer name replays its own pending list: every
+/// entry is processed, nothing stays pending, and only entries that were
+/// pending at the kill are processed twice.
+///
+/// The bound on duplicates is `batch_size`: between two steps nothing is in
+/// flight and one step reads at most `batch_size` entries and acknowledges
+/// them with one `XACK`, so at the kill the consumer's pending list holds at
+/// most one batch. Only those entries can have been recorded without being
+/// acknowledged. (The test asserts the exact form: every duplicate was in
+/// that pending list, and was processed exactly twice.)
+#[test]
+fn kill_9_mid_drain_then_restart_replays_own_pending() {
+    const ENTRIES: usize = 10_000;
+    const BATCH: usize = 100;
+    let mut scenario = Scenario::new("kill9");
+    let settings = [("WORKER_BATCH_SIZE", "100"), ("WORKER_CONCURRENCY", "16")];
+    let data: Vec<String> = (0..ENTRIES).map(|n| data(n, "none", 2)).collect();
+    let ids = scenario.add(&data);
+
+    let first = scenario.spawn("w1", &settings);
+    let record = scenario.record.clone();
+    let processed = scenario.wait_for(
+        Duration::from_secs(60),
+        "the record to show 3,000 calls",
+        |_| match Record::count_lines(&record) {
+            count if count >= 3_000 => Ok(count),
+            count => Err(format!("{count} calls")),
+        },
+    );
+    let first_pid = scenario.pid(first);
+    scenario.kill(first);
+    let at_kill = scenario.record();
+    assert!(
+        at_kill.calls.len() < ENTRIES,
+        "the worker drained all {ENTRIES} entries before the kill ({processed} when seen): nothing was tested"
+    );
+    let pending_at_kill = scenario.pending_ids(Some("w1"));
+    assert!(
+        pending_at_kill.len() <= BATCH,
+        "w1 held {} entries at the kill, more than one batch of {BATCH}",
+        pending_at_kill.len()
+    );
+
+    let second = scenario.spawn("w1", &settings);
+    scenario.wait_drained(ENTRIES, Duration::from_secs(90));
+    scenario.assert_all_acknowledged();
+    let second_pid = scenario.pid(second);
+
+    let record = scenario.record();
+    let counts = record.counts();
+    let missing: Vec<&String> = ids
+        .iter()
+        .filter(|id| !counts.contains_key(id.as_str()))
+        .collect();
+    assert!(missing.is_empty(), "never processed: {missing:?}");
+    let duplicates: BTreeSet<&str> = counts
+        .iter()
+        .filter(|(_, count)| **count > 1)
+        .map(|(id, _)| *id)
+        .collect();
+    for id in &duplicates {
+        assert!(
+            pending_at_kill.contains(*id),
+            "{id} was processed twice though it was not pending at the kill: {:?}",
+            record.pids_of(id)
+        );
+        assert_eq!(
+            record.pids_of(id),
+            [first_pid, second_pid],
+            "{id}: once before the kill, once after"
+        );
+    }
+    assert!(duplicates.len() <= BATCH);
+    for id in &pending_at_kill {
+        assert!(
+            record.pids_of(id).contains(&second_pid),
+            "{id} was pending for w1 at the kill but the restarted w1 did not process it"
+        );
+    }
+    assert_eq!(scenario.redis().xlen(&scenario.dead_letter_stream()), 0);
+    scenario.done(format!(
+        "killed after {} calls with {} pending; {} duplicates (bound {BATCH})",
+        at_kill.calls.len(),
+        pending_at_kill.len(),
+        duplicates.len()
+    ));
+}
+
+// ---------------------------------------------------------------------------
+// 2. Takeover of a dead consumer's entries
+// ---------------------------------------------------------------------------
+
+/// Three workers; one is slow, holds a batch, and is killed with SIGKILL.
+/// The two others take its entries over (`XAUTOCLAIM`) within `claim_idle`
+/// + `claim_interval` and a margin, and finish them.
+#[test]
+fn dead_consumers_entries_are_taken_over() {
+    const CLAIM_IDLE_MS: u64 = 1_000;
+    const CLAIM_INTERVAL_MS: u64 = 200;
+    const MARGIN: Duration = Duration::from_millis(1_500);
+    let mut scenario = Scenario::new("takeover");
+    let claim_idle = CLAIM_IDLE_MS.to_string();
+    let claim_interval = CLAIM_INTERVAL_MS.to_string();
+    // A blocked read returns within claim_interval, so the claim check is
+    // never held up by it.
+    let block = CLAIM_INTERVAL_MS.to_string();
+    let common = [
+        ("WORKER_CLAIM_IDLE_MS", claim_idle.as_str()),
+        ("WORKER_CLAIM_INTERVAL_MS", claim_interval.as_str()),
+        ("REDIS_BLOCK_TIMEOUT", block.as_str()),
+        ("WORKER_BATCH_SIZE", "50"),
+    ];
+    let slow_env: Vec<(&str, &str)> = common
+        .iter()
+        .copied()
+        .chain([("FAULT_SLEEP_MS", "600000"), ("WORKER_CONCURRENCY", "50")])
+        .collect();
+    let fast_a = scenario.spawn("fast-a", &common);
+    let fast_b = scenario.spawn("fast-b", &common);
+    let slow = scenario.spawn("slow", &slow_env);
+    let (stream, group) = (scenario.stream.clone(), scenario.group.clone());
+    scenario.wait_for(
+        Duration::from_secs(30),
+        "three consumers in the group",
+        |scenario| {
+            if scenario.group().is_none() {
+                return Err("no group yet".into());
+            }
+            let consumers = scenario.redis().consumers(&stream, &group);
+            (consumers.len() == 3)
+                .then_some(())
+                .ok_or_else(|| format!("{consumers:?}"))
+        },
+    );
+
+    // Entries arrive 100 at a time, each lot in one MULTI/EXEC, so the first
+    // reader woken takes a whole batch, until the slow worker holds some.
+    let mut added: Vec<String> = Vec::new();
+    let mut n = 0;
+    let held = loop {
+        assert!(n < 2_000, "the slow worker never got an entry");
+        let chunk: Vec<String> = (n..n + 100).map(|n| data(n, "none", 0)).collect();
+        n += 100;
+        added.extend(scenario.add_atomically(&chunk));
+        let held =
+            scenario.wait_for(
+                Duration::from_secs(2),
+                "entries read",
+                |scenario| match scenario.group() {
+                    Some(group) if group.lag == Some(0) => Ok(scenario
+                        .pending_by_consumer()
+                        .get("slow")
+                        .copied()
+                        .unwrap_or(0)),
+                    other => Err(format!("{other:?}")),
+                },
+            );
+        if held > 0 {
+            break held;
+        }
+    };
+    let slow_pid = scenario.pid(slow);
+    scenario.kill(slow);
+    let killed_at = Instant::now();
+    let held_ids = scenario.pending_ids(Some("slow"));
+    assert_eq!(held_ids.len(), held, "the slow worker's pending list");
+    let record_at_kill = scenario.record_live();
+    let seen_before = record_at_kill.ids().len();
+    for id in &held_ids {
+        assert!(
+            record_at_kill.pids_of(id).is_empty(),
+            "{id} was processed before the takeover could happen"
+        );
+    }
+
+    // More work arrives while the takeover is due.
+    let rest: Vec<String> = (n..1_000).map(|n| data(n, "none", 0)).collect();
+    added.extend(scenario.add(&rest));
+    let bound = Duration::from_millis(CLAIM_IDLE_MS + CLAIM_INTERVAL_MS) + MARGIN;
+    scenario.wait_for(
+        bound,
+        "the dead consumer's entries to be taken over",
+        |scenario| match scenario.pending_by_consumer().get("slow") {
+            None | Some(0) => Ok(()),
+            Some(count) => Err(format!("slow still holds {count}")),
+        },
+    );
+    let took_over_in = killed_at.elapsed();
+    scenario.wait_drained(added.len(), Duration::from_secs(60));
+    scenario.assert_all_acknowledged();
+    let consumers = scenario.redis().consumers(&stream, &group);
+    let slow_info = consumers
+        .iter()
+        .find(|consumer| consumer.name == "slow")
+        .expect("the dead consumer is still listed");
+    assert_eq!(slow_info.pending, 0);
+
+    let record = scenario.record();
+    let counts = record.counts();
+    for id in &added {
+        assert!(counts.contains_key(id.as_str()), "{id} never processed");
+    }
+    let fast_pids = [scenario.pid(fast_a), scenario.pid(fast_b)];
+    for id in &held_ids {
+        let pids = record.pids_of(id);
+        assert!(
+            !pids.is_empty() && pids.iter().all(|pid| fast_pids.contains(pid)),
+            "{id}, held by the dead worker (pid {slow_pid}), was processed by {pids:?}; fast workers are {fast_pids:?}"
+        );
+    }
+    assert!(
+        record.calls.iter().all(|call| call.pid != slow_pid),
+        "the slow worker finished an entry"
+    );
+    let takeover_logs = scenario.log_lines(fast_a, "took over entries").len()
+        + scenario.log_lines(fast_b, "took over entries").len();
+    assert!(takeover_logs >= 1, "no takeover was logged");
+    let duplicates = counts.values().filter(|count| **count > 1).count();
+    scenario.done(format!(
+        "{held} entries taken over {:.2}s after the kill (bound {:.2}s); {} entries, {seen_before} done at the kill, {duplicates} duplicates",
+        took_over_in.as_secs_f64(),
+        bound.as_secs_f64(),
+        added.len()
+    ));
+}
+
+// ---------------------------------------------------------------------------
+// 3. Redis killed and restarted
+// ---------------------------------------------------------------------------
+
+/// `appendfsync always`, set at run time (the harness starts redis-server
+/// with append-only on but the default fsync policy).
+fn fsync_always(redis: &RedisServer) {
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("appendfsync")
+        .arg("always")
+        .exec(&mut redis.connect())
+        .unwrap();
+}
+
+/// Redis killed with SIGKILL mid-run and restarted from its append-only file
+/// on the same port: the same worker process reconnects and acknowledges
+/// every entry, those added before the crash and those added after.
+#[test]
+fn redis_killed_and_restarted_the_worker_reconnects() {
+    const BEFORE: usize = 3_000;
+    const AFTER: usize = 2_000;
+    let redis = RedisServer::start_with(RedisOptions { appendonly: true });
+    fsync_always(&redis);
+    let mut scenario = Scenario::with_redis("redis-restart", Some(redis), None);
+    let data_before: Vec<String> = (0..BEFORE).map(|n| data(n, "none", 5)).collect();
+    let mut ids = scenario.add(&data_before);
+    let worker = scenario.spawn(
+        "w1",
+        &[
+            ("WORKER_BATCH_SIZE", "50"),
+            ("WORKER_CONCURRENCY", "8"),
+            ("WORKER_RECONNECT_BACKOFF_MS", "100"),
+            ("WORKER_RECONNECT_BACKOFF_MAX_MS", "1000"),
+        ],
+    );
+    let pid = scenario.pid(worker);
+    let record = scenario.record.clone();
+    scenario.wait_for(
+        Duration::from_secs(60),
+        "the record to show 500 calls",
+        |_| match Record::count_lines(&record) {
+            count if count >= 500 => Ok(()),
+            count => Err(format!("{count} calls")),
+        },
+    );
+    scenario.redis.as_mut().unwrap().kill();
+    let at_kill = Record::count_lines(&record);
+    assert!(
+        at_kill < BEFORE,
+        "the worker finished before Redis was killed: nothing was tested"
+    );
+    // The worker notices and backs off, and keeps running.
+    scenario.wait_for(
+        Duration::from_secs(10),
+        "the worker to log a Redis error",
+        |scenario| {
+            let lines = scenario.log_lines(worker, "Redis error; backing off");
+            (!lines.is_empty())
+                .then_some(())
+                .ok_or_else(|| "no backoff logged".to_owned())
+        },
+    );
+    thread::sleep(Duration::from_millis(1_500));
+    scenario.check_workers();
+    scenario.redis.as_mut().unwrap().restart();
+    fsync_always(scenario.redis());
+    let data_after: Vec<String> = (BEFORE..BEFORE + AFTER)
+        .map(|n| data(n, "none", 0))
+        .collect();
+    ids.extend(scenario.add(&data_after));
+    assert_eq!(scenario.redis().xlen(&scenario.stream), BEFORE + AFTER);
+
+    scenario.wait_drained(BEFORE + AFTER, Duration::from_secs(90));
+    scenario.assert_all_acknowledged();
+    assert_eq!(scenario.pid(worker), pid);
+    scenario.worker(worker).assert_running();
+    let record = scenario.record();
+    let counts = record.counts();
+    let missing: Vec<&String> = ids
+        .iter()
+        .filter(|id| !counts.contains_key(id.as_str()))
+        .collect();
+    assert!(missing.is_empty(), "never processed: {missing:?}");
+    assert!(record.calls.iter().all(|call| call.pid == pid));
+    assert!(
+        !scenario
+            .log_lines(worker, "Redis is reachable again")
+            .is_empty(),
+        "no reconnect logged"
+    );
+    assert_eq!(scenario.redis().xlen(&scenario.dead_letter_stream()), 0);
+    let backoffs = scenario.log_lines(worker, "Redis error; backing off").len();
+    let duplicates = counts.values().filter(|count| **count > 1).count();
+    scenario.done(format!(
+        "Redis killed after {at_kill} calls; {backoffs} backoffs logged; {} entries, {duplicates} duplicates",
+        ids.len()
+    ));
+}
+
+// ---------------------------------------------------------------------------
+// 4-6. Failing logic: retries, dead letters, panics
+// ---------------------------------------------------------------------------
+
+/// Settings for the retry scenarios: three deliveries, short backoff.
+const RETRY_SETTINGS: &[(&str, &str)] = &[
+    ("WORKER_MAX_DELIVERIES", "3"),
+    ("WORKER_RETRY_BACKOFF_MS", "50"),
+    ("WORKER_RETRY_BACKOFF_MAX_MS", "200"),
+    ("WORKER_BATCH_SIZE", "50"),
+];
+
+/// Adds `total` entries, every `every`th with `fail` (from the first);
+/// returns the IDs of those and of the others.
+fn add_with_faults(
+    scenario: &Scenario,
+    total: usize,
+    every: usize,
+    fail: &str,
+) -> (Vec<String>, Vec<String>) {
+    let data: Vec<String> = (0..total)
+        .map(|n| data(n, if n % every == 0 { fail } else { "none" }, 0))
+        .collect();
+    let ids = scenario.add(&data);
+    let (mut faulty, mut fine) = (Vec::new(), Vec::new());
+    for (n, id) in ids.into_iter().enumerate() {
+        if n % every == 0 {
+            faulty.push(id);
+        } else {
+            fine.push(id);
+        }
+    }
+    (faulty, fine)
+}
+
+/// Waits until `count` dead letters exist and the group is drained.
+fn wait_dead_letters_and_drained(scenario: &mut Scenario, count: usize, total: usize) {
+    let dlq = scenario.dead_letter_stream();
+    scenario.wait_for(
+        Duration::from_secs(30),
+        &format!("{count} dead letters"),
+        |scenario| match scenario.redis().xlen(&dlq) {
+            len if len >= count => Ok(()),
+            len => Err(format!("{len} dead letters")),
+        },
+    );
+    scenario.wait_drained(total, Duration::from_secs(30));
+    scenario.assert_all_acknowledged();
+}
+
+/// Asserts one dead letter per ID of `faulty`, each after 3 deliveries with
+/// a reason holding `reason`, and 3 calls per faulty entry, 1 per other.
+fn assert_dead_lettered_after_three(
+    scenario: &Scenario,
+    faulty: &[String],
+    fine: &[String],
+    reason: &str,
+) {
+    let letters = scenario.dead_letters();
+    let originals: Vec<&str> = letters
+        .iter()
+        .map(|letter| letter.original_id.as_str())
+        .collect();
+    let mut expected: Vec<&str> = faulty.iter().map(String::as_str).collect();
+    let mut sorted = originals.clone();
+    sorted.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(sorted, expected, "dead letters: one per faulty entry");
+    for letter in &letters {
+        assert_eq!(letter.deliveries, "3", "{letter:?}");
+        assert!(
+            letter.reason.contains("failed 3 deliveries") && letter.reason.contains(reason),
+            "reason of {letter:?}"
+        );
+        assert!(
+            letter.data.contains(r#""n":"#),
+            "original data kept: {letter:?}"
+        );
+    }
+    let record = scenario.record();
+    let counts = record.counts();
+    for id in faulty {
+        assert_eq!(counts.get(id.as_str()), Some(&3), "calls for faulty {id}");
+    }
+    for id in fine {
+        assert_eq!(
+            counts.get(id.as_str()),
+            Some(&1),
+            "calls for neighbour {id}"
+        );
+    }
+    assert_eq!(record.calls.len(), 3 * faulty.len() + fine.len());
+}
+
+/// Entries whose logic always fails are dead-lettered after exactly
+/// `max_deliveries` (3) deliveries with the last error; their neighbours
+/// are processed once.
+#[test]
+fn poison_entries_are_dead_lettered_after_max_deliveries() {
+    const TOTAL: usize = 200;
+    let mut scenario = Scenario::new("poison");
+    let worker = scenario.spawn("w1", RETRY_SETTINGS);
+    let (poison, fine) = add_with_faults(&scenario, TOTAL, 20, "always");
+    wait_dead_letters_and_drained(&mut scenario, poison.len(), TOTAL);
+    assert_dead_lettered_after_three(&scenario, &poison, &fine, "injected failure (always)");
+    assert_eq!(
+        scenario.log_lines(worker, "will retry").len(),
+        2 * poison.len()
+    );
+    scenario.done(format!(
+        "{} poison entries dead-lettered after 3 deliveries, {} neighbours once",
+        poison.len(),
+        fine.len()
+    ));
+}
+
+/// Entries that fail twice, then succeed, are processed on the third (and
+/// last allowed) delivery and never dead-lettered.
+#[test]
+fn entries_failing_twice_succeed_on_the_third_delivery() {
+    const TOTAL: usize = 100;
+    let mut scenario = Scenario::new("flaky");
+    scenario.spawn("w1", RETRY_SETTINGS);
+    let (flaky, fine) = add_with_faults(&scenario, TOTAL, 10, "times:2");
+    scenario.wait_drained(TOTAL, Duration::from_secs(30));
+    scenario.assert_all_acknowledged();
+    assert_eq!(
+        scenario.redis().xlen(&scenario.dead_letter_stream()),
+        0,
+        "dead letters: {:?}",
+        scenario.dead_letters()
+    );
+    let record = scenario.record();
+    let counts = record.counts();
+    for id in &flaky {
+        assert_eq!(counts.get(id.as_str()), Some(&3), "calls for {id}");
+    }
+    for id in &fine {
+        assert_eq!(counts.get(id.as_str()), Some(&1), "calls for {id}");
+    }
+    scenario.done(format!(
+        "{} entries processed on their third call, {} once",
+        flaky.len(),
+        fine.len()
+    ));
+}
+
+/// Logic that panics does not take the process down: the entry is retried
+/// like any retryable failure, then dead-lettered with "panicked".
+#[test]
+fn panicking_logic_is_retried_then_dead_lettered() {
+    const TOTAL: usize = 100;
+    let mut scenario = Scenario::new("panic");
+    let worker = scenario.spawn("w1", RETRY_SETTINGS);
+    let pid = scenario.pid(worker);
+    let (panicking, fine) = add_with_faults(&scenario, TOTAL, 25, "panic");
+    wait_dead_letters_and_drained(&mut scenario, panicking.len(), TOTAL);
+    scenario.worker(worker).assert_running();
+    assert_eq!(scenario.pid(worker), pid);
+    assert_dead_lettered_after_three(&scenario, &panicking, &fine, "panicked");
+    for letter in scenario.dead_letters() {
+        assert!(letter.reason.contains("injected panic"), "{letter:?}");
+    }
+    assert!(scenario.record().calls.iter().all(|call| call.pid == pid));
+    scenario.done(format!(
+        "{} panicking entries dead-lettered, process {pid} still running",
+        panicking.len()
+    ));
+}
+
+// ---------------------------------------------------------------------------
+// 7. SIGTERM under load
+// ---------------------------------------------------------------------------
+
+/// SIGTERM while slow entries are in flight: the worker exits 0 within the
+/// shutdown timeout (plus a block timeout and a margin), and no entry is
+/// both recorded as processed and left pending: whatever finished was
+/// acknowledged, whatever did not stays pending for the next start.
+#[test]
+fn sigterm_under_load_exits_cleanly_and_acknowledges_what_finished() {
+    const TOTAL: usize = 1_000;
+    const SHUTDOWN_TIMEOUT_MS: u64 = 3_000;
+    let mut scenario = Scenario::new("sigterm");
+    let data: Vec<String> = (0..TOTAL).map(|n| data(n, "none", 200)).collect();
+    let ids = scenario.add(&data);
+    let shutdown_timeout = SHUTDOWN_TIMEOUT_MS.to_string();
+    let worker = scenario.spawn(
+        "w1",
+        &[
+            ("WORKER_CONCURRENCY", "20"),
+            ("WORKER_SHUTDOWN_TIMEOUT_MS", shutdown_timeout.as_str()),
+        ],
+    );
+    let record = scenario.record.clone();
+    scenario.wait_for(
+        Duration::from_secs(30),
+        "the record to show 40 calls",
+        |_| match Record::count_lines(&record) {
+            count if count >= 40 => Ok(()),
+            count => Err(format!("{count} calls")),
+        },
+    );
+    let signalled = Instant::now();
+    scenario.workers[worker].expect_running = false;
+    scenario.worker(worker).terminate();
+    let bound = Duration::from_millis(SHUTDOWN_TIMEOUT_MS + BLOCK_TIMEOUT_MS + 2_000);
+    let status = scenario.worker(worker).wait_for_exit(bound);
+    let stopped_in = signalled.elapsed();
+    assert!(
+        status.success(),
+        "exit status {status} after SIGTERM; output:\n{}",
+        scenario.worker(worker).output()
+    );
+
+    let record = scenario.record();
+    let counts = record.counts();
+    let twice: Vec<(&&str, &usize)> = counts.iter().filter(|(_, count)| **count > 1).collect();
+    assert!(twice.is_empty(), "processed twice: {twice:?}");
+    let pending = scenario.pending_ids(None);
+    let both: Vec<&String> = pending
+        .iter()
+        .filter(|id| counts.contains_key(id.as_str()))
+        .collect();
+    assert!(
+        both.is_empty(),
+        "processed (recorded) but left pending: {both:?}"
+    );
+    // Every entry delivered to the group is either done or pending; the
+    // others were never read.
+    let group = scenario.group().expect("the group");
+    let delivered = group.entries_read.expect("entries_read");
+    for (index, id) in ids.iter().enumerate() {
+        let recorded = counts.contains_key(id.as_str());
+        if index < delivered {
+            assert!(
+                recorded || pending.contains(id),
+                "{id} was delivered but is neither processed nor pending"
+            );
+        } else {
+            assert!(!recorded, "{id} was never delivered yet was processed");
+        }
+    }
+    assert_eq!(group.pending, pending.len());
+    assert!(
+        !pending.is_empty(),
+        "nothing was in flight at the deadline: the scenario tested nothing"
+    );
+    assert!(
+        !scenario
+            .log_lines(
+                worker,
+                "shutdown deadline passed; unfinished entries stay pending"
+            )
+            .is_empty(),
+        "the abandoned entries were not logged"
+    );
+    scenario.done(format!(
+        "exit 0 {:.2}s after SIGTERM (bound {:.1}s); {} processed and acknowledged, {} left pending, {} never read",
+        stopped_in.as_secs_f64(),
+        bound.as_secs_f64(),
+        counts.len(),
+        pending.len(),
+        TOTAL - delivered
+    ));
+}
+
+// ---------------------------------------------------------------------------
+// 8. The stream deleted under the worker
+// ---------------------------------------------------------------------------
+
+/// `DEL` of the stream while the worker runs: the worker recreates the group
+/// (`NOGROUP`) and processes the entries added afterwards.
+#[test]
+fn deleted_stream_gets_its_group_back() {
+    let mut scenario = Scenario::new("deleted");
+    let worker = scenario.spawn("w1", &[]);
+    let first: Vec<String> = (0..100).map(|n| data(n, "none", 0)).collect();
+    let first_ids = scenario.add(&first);
+    scenario.wait_drained(100, Duration::from_secs(30));
+
+    let deleted: usize = redis::cmd("DEL")
+        .arg(&scenario.stream)
+        .query(&mut scenario.redis().connect())
+        .unwrap();
+    assert_eq!(deleted, 1);
+    let deleted_at = Instant::now();
+    scenario.wait_for(
+        Duration::from_secs(15),
+        "the group to be recreated",
+        |scenario| {
+            let noticed = !scenario
+                .log_lines(worker, "the consumer group is gone")
+                .is_empty();
+            match scenario.group() {
+                Some(group) if noticed => Ok(group),
+                other => Err(format!("noticed: {noticed}, group: {other:?}")),
+            }
+        },
+    );
+    let recreated_in = deleted_at.elapsed();
+    assert!(
+        scenario.log_lines(worker, "consumer group created").len() >= 2,
+        "the group was not logged as created again"
+    );
+
+    let second: Vec<String> = (100..200).map(|n| data(n, "none", 0)).collect();
+    let second_ids = scenario.add(&second);
+    scenario.wait_drained(100, Duration::from_secs(30));
+    scenario.assert_all_acknowledged();
+    let record = scenario.record();
+    let counts = record.counts();
+    for id in first_ids.iter().chain(&second_ids) {
+        assert_eq!(counts.get(id.as_str()), Some(&1), "calls for {id}");
+    }
+    scenario.done(format!(
+        "group recreated {:.2}s after DEL; 100 entries before, 100 after",
+        recreated_in.as_secs_f64()
+    ));
+}
+
+// ---------------------------------------------------------------------------
+// 9. Five workers, 50,000 entries
+// ---------------------------------------------------------------------------
+
+/// Five workers share 50,000 entries without faults: each is processed
+/// exactly once, all are acknowledged, and more than one worker took part.
+#[test]
+fn five_workers_process_50_000_entries_exactly_once() {
+    const TOTAL: usize = 50_000;
+    const WORKERS: usize = 5;
+    let mut scenario = Scenario::new("five");
+    let workers: Vec<usize> = (1..=WORKERS)
+        .map(|n| scenario.spawn(&format!("w{n}"), &[("WORKER_BATCH_SIZE", "200")]))
+        .collect();
+    let (stream, group) = (scenario.stream.clone(), scenario.group.clone());
+    scenario.wait_for(
+        Duration::from_secs(30),
+        "five consumers in the group",
+        |scenario| {
+            if scenario.group().is_none() {
+                return Err("no group yet".into());
+            }
+            let consumers = scenario.redis().consumers(&stream, &group);
+            (consumers.len() == WORKERS)
+                .then_some(())
+                .ok_or_else(|| format!("{consumers:?}"))
+        },
+    );
+    let data: Vec<String> = (0..TOTAL).map(|n| data(n, "none", 0)).collect();
+    let adding = Instant::now();
+    let ids = scenario.add(&data);
+    let added_in = adding.elapsed();
+    scenario.wait_drained(TOTAL, Duration::from_secs(150));
+    let drained_in = adding.elapsed();
+    scenario.assert_all_acknowledged();
+
+    let record = scenario.record();
+    assert_eq!(record.calls.len(), TOTAL, "one call per entry");
+    let recorded = record.ids();
+    assert_eq!(recorded.len(), TOTAL, "distinct IDs recorded");
+    assert!(ids.iter().all(|id| recorded.contains(id.as_str())));
+    let mut per_pid: HashMap<u32, usize> = HashMap::new();
+    for call in &record.calls {
+        *per_pid.entry(call.pid).or_insert(0) += 1;
+    }
+    let pids: HashSet<u32> = workers.iter().map(|&index| scenario.pid(index)).collect();
+    assert!(per_pid.keys().all(|pid| pids.contains(pid)));
+    assert!(
+        per_pid.len() > 1,
+        "one worker did all the work: {per_pid:?}"
+    );
+    assert_eq!(scenario.redis().xlen(&scenario.dead_letter_stream()), 0);
+    let mut shares: Vec<usize> = per_pid.values().copied().collect();
+    shares.sort_unstable_by(|a, b| b.cmp(a));
+    scenario.done(format!(
+        "added in {:.2}s, drained in {:.1}s; calls per worker {shares:?}",
+        added_in.as_secs_f64(),
+        drained_in.as_secs_f64()
+    ));
+}
+
+// ---------------------------------------------------------------------------
+// 10. Redis not there yet
+// ---------------------------------------------------------------------------
+
+/// A worker started before Redis retries with a logged, growing backoff and
+/// starts consuming as soon as Redis appears.
+#[test]
+fn worker_started_before_redis_waits_and_then_consumes() {
+    const BACKOFF_MS: u64 = 200;
+    const BACKOFF_MAX_MS: u64 = 800;
+    // Built first, so the port is picked just before it is used.
+    worker_binary();
+    let port = unused_port();
+    let mut scenario = Scenario::with_redis(
+        "late-redis",
+        None,
+        Some(format!("redis://127.0.0.1:{port}")),
+    );
+    let backoff = BACKOFF_MS.to_string();
+    let backoff_max = BACKOFF_MAX_MS.to_string();
+    let worker = scenario.spawn(
+        "w1",
+        &[
+            ("WORKER_RECONNECT_BACKOFF_MS", backoff.as_str()),
+            ("WORKER_RECONNECT_BACKOFF_MAX_MS", backoff_max.as_str()),
+        ],
+    );
+    scenario.wait_for(
+        Duration::from_secs(20),
+        "two backoffs logged",
+        |scenario| match scenario.log_lines(worker, "Redis error; backing off").len() {
+            count if count >= 2 => Ok(()),
+            count => Err(format!("{count} backoffs logged")),
+        },
+    );
+    scenario.redis = Some(RedisServer::start_on(port, RedisOptions::default()));
+    let redis_up = Instant::now();
+    let data: Vec<String> = (0..100).map(|n| data(n, "none", 0)).collect();
+    let ids = scenario.add(&data);
+    // At most one full backoff away, plus a margin.
+    let bound = Duration::from_millis(BACKOFF_MAX_MS + 3_000);
+    scenario.wait_drained(ids.len(), bound);
+    let consumed_in = redis_up.elapsed();
+    scenario.assert_all_acknowledged();
+
+    let backoffs = scenario.log_lines(worker, "Redis error; backing off");
+    for (index, line) in backoffs.iter().enumerate() {
+        let attempt =
+            json_number(line, "attempt").unwrap_or_else(|| panic!("no attempt in {line}"));
+        assert_eq!(attempt, index as u64 + 1, "attempts are numbered: {line}");
+        let delay =
+            json_number(line, "retry_in_ms").unwrap_or_else(|| panic!("no retry_in_ms in {line}"));
+        let full = (BACKOFF_MS << (attempt - 1).min(16)).min(BACKOFF_MAX_MS);
+        assert!(
+            delay >= full / 2 && delay <= full,
+            "attempt {attempt}: {delay} ms, expected {}..={full}: {line}",
+            full / 2
+        );
+    }
+    assert!(
+        !scenario
+            .log_lines(worker, "Redis is reachable again")
+            .is_empty(),
+        "no reconnect logged"
+    );
+    let counts = scenario.record().counts().len();
+    assert_eq!(counts, ids.len());
+    scenario.done(format!(
+        "{} backoffs logged before Redis started; consumed {} entries {:.2}s after it did",
+        backoffs.len(),
+        ids.len(),
+        consumed_in.as_secs_f64()
+    ));
+}
