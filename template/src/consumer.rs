@@ -203,10 +203,15 @@ impl Consumer {
         }
     }
 
-    /// Up to `count` entries never delivered to the group, waiting up to the
-    /// block time for the first.
-    pub async fn read_new(&mut self, count: usize) -> Result<Vec<Delivery>, Error> {
-        let block = u64::try_from(self.block.as_millis()).unwrap_or(u64::MAX);
+    /// Up to `count` entries never delivered to the group, waiting up to
+    /// `block` (at most the configured block time, at least 1 ms) for the
+    /// first.
+    pub async fn read_new(
+        &mut self,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<Delivery>, Error> {
+        let block = millis(block.min(self.block)).max(1);
         let cmd = self.read_group(count, Some(block), ">");
         let reply = self.read(&cmd).await?;
         parse_read(reply)
@@ -260,8 +265,8 @@ impl Consumer {
     }
 
     /// Up to `count` entries of this consumer's pending list idle for at
-    /// least `min_idle`, with IDs after `after` (exclusive; `None`: from the
-    /// start).
+    /// least `min_idle` (zero: all of them), with IDs after `after`
+    /// (exclusive; `None`: from the start).
     pub async fn own_pending(
         &mut self,
         min_idle: Duration,
@@ -483,6 +488,17 @@ fn parse_read(reply: Value) -> Result<Vec<Delivery>, Error> {
         deliveries.extend(parse_entries("XREADGROUP", entries)?);
     }
     Ok(deliveries)
+}
+
+/// `XRANGE`/`XREVRANGE`: the entries, in the order Redis returned them.
+pub(crate) fn parse_range(reply: Value) -> Result<Vec<Entry>, Error> {
+    Ok(parse_entries("XRANGE", reply)?
+        .into_iter()
+        .filter_map(|delivery| match delivery {
+            Delivery::Entry(entry) => Some(entry),
+            Delivery::Deleted(_) => None,
+        })
+        .collect())
 }
 
 /// A list of `[id, [field, value, ...]]`; the fields are nil for an entry

@@ -13,6 +13,7 @@
 //! - [`consumer`] — the consumer group's Redis commands, on two connections.
 //! - [`entry`] — a stream entry as Redis stores it.
 //! - [`dead_letter`] — what a dead letter looks like.
+//! - [`admin`] — the operator's commands: status, send, dead letters, trim.
 //! - [`backoff`] — exponential delays for reconnects and retries.
 //! - [`shutdown`] — signals and the deadline for in-flight work.
 //! - [`settings`] — defaults, then config file, environment and flags.
@@ -25,6 +26,7 @@
 //! - [`metrics`] — Prometheus metrics and health endpoints.
 {%- endif %}
 
+pub mod admin;
 pub mod backoff;
 pub mod business_logic;
 pub mod consumer;

@@ -54,7 +54,9 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "WORKER_DELETE_IDLE_CONSUMERS_MS",
         "worker.delete_idle_consumers_ms",
     ),
+    {%- if add_metrics %}
     ("METRICS_ADDR", "metrics.addr"),
+    {%- endif %}
 ];
 
 /// The effective settings of the worker.

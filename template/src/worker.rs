@@ -89,6 +89,8 @@ pub struct Worker<H> {
     claim_cursor: String,
     next_claim: Instant,
     next_retry_scan: Instant,
+    /// Whether this consumer may hold failed entries waiting for a retry.
+    own_failures: bool,
     ledger: Ledger,
 }
 
@@ -143,6 +145,7 @@ impl<H: Handler> Worker<H> {
             claim_cursor: "0-0".to_owned(),
             next_claim: now,
             next_retry_scan: now,
+            own_failures: true,
             ledger: Ledger::default(),
         })
     }
@@ -268,11 +271,16 @@ impl<H: Handler> Worker<H> {
             (Source::Replay, self.with_delivery_counts(deliveries).await?)
         } else if now >= self.next_claim {
             (Source::Claim, self.claim_from_dead_consumers(now).await?)
-        } else if now >= self.next_retry_scan {
+        } else if self.own_failures && now >= self.next_retry_scan {
             self.next_retry_scan = now + self.settings.retry_backoff().min(Duration::from_secs(1));
             (Source::Retry, self.due_retries().await?)
         } else {
-            let deliveries = self.consumer.read_new(batch).await?;
+            // Wake up for the next scan rather than block past it.
+            let mut wake = self.next_claim;
+            if self.own_failures {
+                wake = wake.min(self.next_retry_scan);
+            }
+            let deliveries = self.consumer.read_new(batch, wake - now).await?;
             (
                 Source::New,
                 deliveries
@@ -284,6 +292,9 @@ impl<H: Handler> Worker<H> {
 
         let mut report = self.process(deliveries).await;
         report.source = source;
+        if report.retrying > 0 || report.abandoned > 0 {
+            self.own_failures = true;
+        }
         self.flush().await?;
         Ok(report)
     }
@@ -350,11 +361,13 @@ impl<H: Handler> Worker<H> {
         );
         let mut due: HashMap<String, u64> = HashMap::new();
         let mut after: Option<String> = None;
+        let mut any = false;
         for _ in 0..RETRY_SCAN_PAGES {
             let page = self
                 .consumer
-                .own_pending(base, after.as_deref(), batch)
+                .own_pending(Duration::ZERO, after.as_deref(), batch)
                 .await?;
+            any |= !page.is_empty();
             let complete = page.len() < batch;
             after = page.last().map(|pending| pending.id.clone());
             for pending in page {
@@ -366,6 +379,8 @@ impl<H: Handler> Worker<H> {
                 break;
             }
         }
+        // Nothing of ours is pending: no scans until something fails again.
+        self.own_failures = any;
         if due.is_empty() {
             return Ok(Vec::new());
         }

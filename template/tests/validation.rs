@@ -17,7 +17,8 @@ use {{crate_name}}::dead_letter::{ORIGINAL_ID, REASON};
 async fn invalid_entries_are_dead_lettered_and_valid_ones_acknowledged() {
     let settings = settings("validation");
     let mut redis = connect(&settings).await;
-    let mut worker = Worker::new(&settings, BusinessLogic).unwrap();
+    let logic = BusinessLogic::new(&settings).await.unwrap();
+    let mut worker = Worker::new(&settings, logic).unwrap();
     worker.step().await.unwrap();
     let ids = add(
         &mut redis,

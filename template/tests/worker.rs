@@ -398,3 +398,48 @@ async fn a_deleted_stream_is_recreated_and_consumption_goes_on() {
         .unwrap();
     assert_eq!(pending(&mut redis, &settings).await, 0);
 }
+
+#[tokio::test]
+async fn a_retry_is_not_held_back_by_a_long_blocking_read() {
+    let mut settings = settings("retry-timing");
+    settings.redis.block_timeout = 5_000;
+    settings.worker.retry_backoff_ms = 100;
+    let mut redis = connect(&settings).await;
+    let recorder = Recorder::new(|_, seen| {
+        if seen == 1 {
+            Err(ProcessError::retry("once"))
+        } else {
+            Ok(())
+        }
+    });
+    let worker = Worker::new(&settings, recorder.clone()).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+    let ids = add(&mut redis, &settings.redis.stream, &["x"]).await;
+    let seen = recorder.clone();
+    eventually(DEADLINE, "the first delivery", || {
+        let first = !seen.finished().is_empty();
+        async move { first }
+    })
+    .await;
+    let failed_at = std::time::Instant::now();
+    let seen = recorder.clone();
+    eventually(DEADLINE, "the retry", || {
+        let retried = seen.seen().get(&ids[0]) == Some(&2);
+        async move { retried }
+    })
+    .await;
+    let waited = failed_at.elapsed();
+    assert!(
+        waited < Duration::from_millis(1_500),
+        "retry after {waited:?}, not ~100 ms"
+    );
+    stop.send(()).unwrap();
+    tokio::time::timeout(DEADLINE, running)
+        .await
+        .expect("run returns")
+        .unwrap();
+    assert_eq!(pending(&mut redis, &settings).await, 0);
+}

@@ -1,0 +1,303 @@
+//! The operator's commands against a real Redis, through the library and
+//! through the binary as a person would run it.
+//!
+//! Needs Redis at `REDIS_URL` (default `redis://127.0.0.1:6379`).
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use common::{Recorder, add, connect, dead_letters, pending, settings};
+use redis::AsyncCommands;
+
+use {{crate_name}}::admin::{Admin, AdminError, Status, TrimTo};
+use {{crate_name}}::{ProcessError, Settings, Worker};
+
+/// The worker's binary, built for the tests.
+const BIN: &str = env!("CARGO_BIN_EXE_{{project-name}}");
+
+/// Runs the binary with the test's stream, group and Redis.
+fn cli(settings: &Settings, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .env("REDIS_URL", settings.redis.url.expose())
+        .env("REDIS_STREAM", &settings.redis.stream)
+        .env("REDIS_CONSUMER_GROUP", &settings.redis.consumer_group)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("the binary starts");
+    let mut input = child.stdin.take().expect("stdin is piped");
+    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn status_matches_what_redis_reports() {
+    let settings = settings("status");
+    let mut redis = connect(&settings).await;
+    let (stream, group) = (&settings.redis.stream, &settings.redis.consumer_group);
+    let _: () = redis
+        .xgroup_create_mkstream(stream, group, "0")
+        .await
+        .unwrap();
+    let ids = add(&mut redis, stream, &["{}"; 8]).await;
+    let options = redis::streams::StreamReadOptions::default()
+        .group(group, "reader")
+        .count(5);
+    let _: redis::streams::StreamReadReply = redis
+        .xread_options(&[stream], &[">"], &options)
+        .await
+        .unwrap();
+    let _: () = redis.xack(stream, group, &ids[..2]).await.unwrap();
+    let _: String = redis
+        .xadd(settings.dead_letter_stream(), "*", &[("data", "x")])
+        .await
+        .unwrap();
+
+    let status = Admin::connect(&settings)
+        .await
+        .unwrap()
+        .status()
+        .await
+        .unwrap();
+    assert_eq!(status.length, 8);
+    assert_eq!(status.first_entry_id.as_deref(), Some(ids[0].as_str()));
+    assert_eq!(status.last_entry_id.as_deref(), Some(ids[7].as_str()));
+    assert_eq!(status.dead_letters, 1);
+    let group_status = &status.groups[0];
+    assert_eq!(group_status.name, *group);
+    assert_eq!((group_status.pending, group_status.lag), (3, Some(3)));
+    assert_eq!(group_status.last_delivered_id, ids[4]);
+    assert_eq!(group_status.consumers.len(), 1);
+    assert_eq!(group_status.consumers[0].name, "reader");
+    assert_eq!(group_status.consumers[0].pending, 3);
+
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&cli(&settings, &["status", "--json"], None))).unwrap();
+    assert_eq!(json["length"], 8);
+    assert_eq!(json["groups"][0]["pending"], 3);
+    assert_eq!(json["groups"][0]["lag"], 3);
+    assert_eq!(json["dead_letters"], 1);
+    let text = stdout(&cli(&settings, &["status"], None));
+    assert!(text.contains("lag 3, pending 3"), "{text}");
+}
+
+#[tokio::test]
+async fn status_of_a_missing_stream_is_empty_not_an_error() {
+    let settings = settings("status-empty");
+    let status: Status = Admin::connect(&settings)
+        .await
+        .unwrap()
+        .status()
+        .await
+        .unwrap();
+    assert_eq!(
+        (status.length, status.groups.len(), status.dead_letters),
+        (0, 0, 0)
+    );
+}
+
+#[tokio::test]
+async fn send_adds_exactly_what_it_is_given() {
+    let settings = settings("send");
+    let mut redis = connect(&settings).await;
+    let stream = &settings.redis.stream;
+
+    let out = stdout(&cli(&settings, &["send", "--count", "2500"], None));
+    assert!(out.contains("added 2500 entries"), "{out}");
+    let length: usize = redis.xlen(stream).await.unwrap();
+    assert_eq!(length, 2500);
+
+    stdout(&cli(&settings, &["send", r#"{"test":"message"}"#], None));
+    stdout(&cli(&settings, &["send"], Some("{\"a\":1}\n\n{\"b\":2}\n")));
+    let length: usize = redis.xlen(stream).await.unwrap();
+    assert_eq!(length, 2503);
+
+    let refused = cli(&settings, &["send"], Some("{\"ok\":1}\nnot json\n"));
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("line 2"));
+    let length: usize = redis.xlen(stream).await.unwrap();
+    assert_eq!(length, 2503, "nothing is sent when a line is bad");
+}
+
+#[tokio::test]
+async fn dead_letters_can_be_listed_replayed_and_processed() {
+    let settings = settings("dlq");
+    let mut redis = connect(&settings).await;
+    let failing = Recorder::new(|_, _| Err(ProcessError::permanent("downstream said no")));
+    let mut worker = Worker::new(&settings, failing).unwrap();
+    worker.step().await.unwrap();
+    let ids = add(&mut redis, &settings.redis.stream, &["one", "two", "three"]).await;
+    while dead_letters(&mut redis, &settings).await.len() < 3 {
+        worker.step().await.unwrap();
+    }
+
+    let mut admin = Admin::connect(&settings).await.unwrap();
+    let letters = admin.dead_letters(10).await.unwrap();
+    assert_eq!(letters.len(), 3);
+    assert_eq!(letters[0].original_id, ids[0]);
+    assert_eq!(letters[0].reason, "downstream said no");
+    assert_eq!(letters[0].fields, [("data".to_owned(), "one".to_owned())]);
+    let listed = stdout(&cli(&settings, &["dlq", "list"], None));
+    assert!(listed.contains("reason: downstream said no"), "{listed}");
+
+    // Replay one by its dead-letter ID, then the rest.
+    assert_eq!(
+        admin
+            .replay(std::slice::from_ref(&letters[1].id))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(matches!(
+        admin.replay(&["1-1".to_owned()]).await,
+        Err(AdminError::NoSuchDeadLetter(_))
+    ));
+    let out = stdout(&cli(&settings, &["dlq", "replay"], None));
+    assert!(out.contains("moved 2 dead letters"), "{out}");
+    assert!(dead_letters(&mut redis, &settings).await.is_empty());
+
+    let recorder = Recorder::succeeding();
+    let mut worker = Worker::new(&settings, recorder.clone()).unwrap();
+    while recorder.finished().len() < 3 {
+        worker.step().await.unwrap();
+    }
+    worker.step().await.unwrap();
+    assert_eq!(pending(&mut redis, &settings).await, 0);
+    assert!(dead_letters(&mut redis, &settings).await.is_empty());
+}
+
+#[tokio::test]
+async fn purge_asks_unless_told_yes() {
+    let settings = settings("purge");
+    let mut redis = connect(&settings).await;
+    let _: String = redis
+        .xadd(settings.dead_letter_stream(), "*", &[("data", "x")])
+        .await
+        .unwrap();
+    let refused = cli(&settings, &["dlq", "purge"], None);
+    assert!(
+        !refused.status.success(),
+        "no terminal to confirm on: refused"
+    );
+    assert_eq!(dead_letters(&mut redis, &settings).await.len(), 1);
+    let out = stdout(&cli(&settings, &["dlq", "purge", "--yes"], None));
+    assert!(out.contains("deleted 1 dead letters"), "{out}");
+    assert!(dead_letters(&mut redis, &settings).await.is_empty());
+}
+
+#[tokio::test]
+async fn trim_refuses_to_drop_unprocessed_entries_without_force() {
+    let settings = settings("trim");
+    let mut redis = connect(&settings).await;
+    let (stream, group) = (&settings.redis.stream, &settings.redis.consumer_group);
+    let _: () = redis
+        .xgroup_create_mkstream(stream, group, "0")
+        .await
+        .unwrap();
+    let ids = add(&mut redis, stream, &["{}"; 10]).await;
+    let options = redis::streams::StreamReadOptions::default()
+        .group(group, "reader")
+        .count(6);
+    let _: redis::streams::StreamReadReply = redis
+        .xread_options(&[stream], &[">"], &options)
+        .await
+        .unwrap();
+    let _: () = redis.xack(stream, group, &ids[..4]).await.unwrap();
+    // Acknowledged: 0..4; pending: 4, 5; undelivered: 6..10.
+
+    let mut admin = Admin::connect(&settings).await.unwrap();
+    let safe = admin
+        .trim(&TrimTo::MaxLen(6), true, false, false)
+        .await
+        .unwrap();
+    assert_eq!((safe.would_drop, safe.unprocessed, safe.removed), (4, 0, 4));
+
+    let refused = admin.trim(&TrimTo::MaxLen(3), true, false, false).await;
+    assert!(
+        matches!(
+            refused,
+            Err(AdminError::WouldDropUnprocessed { unprocessed: 3, .. })
+        ),
+        "{refused:?}"
+    );
+    let length: usize = redis.xlen(stream).await.unwrap();
+    assert_eq!(length, 6, "a refused trim drops nothing");
+
+    let minid = format!("--minid={}", ids[6]);
+    let out = cli(&settings, &["trim", &minid, "--exact"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+    let dry = stdout(&cli(
+        &settings,
+        &["trim", &minid, "--force", "--dry-run"],
+        None,
+    ));
+    assert!(dry.contains("would remove 2"), "{dry}");
+    let forced = stdout(&cli(
+        &settings,
+        &["trim", &minid, "--exact", "--force"],
+        None,
+    ));
+    assert!(forced.contains("removed 2"), "{forced}");
+    let length: usize = redis.xlen(stream).await.unwrap();
+    assert_eq!(length, 4);
+
+    let out = stdout(&cli(&settings, &["trim", "--max-age", "1h"], None));
+    assert!(out.contains("removed 0"), "{out}");
+}
+
+#[test]
+fn config_shows_sources_and_never_the_password() {
+    let mut settings = Settings::default();
+    settings.redis.url = "redis://user:hunter2@127.0.0.1:1/0".into();
+    settings.redis.stream = "from-env".into();
+    settings.redis.consumer_group = "group-from-env".into();
+    let output = cli(&settings, &["config", "--concurrency", "3"], None);
+    let text = stdout(&output);
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(text.contains("redis://user:***@127.0.0.1:1/0"), "{text}");
+    let line = |key: &str| {
+        text.lines()
+            .find(|line| line.starts_with(&format!("{key} = ")))
+            .unwrap_or_else(|| panic!("no {key} in {text}"))
+            .to_owned()
+    };
+    assert!(line("redis.stream").ends_with("# environment variable REDIS_STREAM"));
+    assert!(line("worker.concurrency").ends_with("# command-line flag"));
+    assert!(line("worker.batch_size").ends_with("# default"));
+}
+
+#[test]
+fn an_invalid_setting_stops_the_start_with_key_source_and_reason() {
+    let settings = Settings::default();
+    let mut command = Command::new(BIN);
+    let output = command
+        .env("REDIS_URL", settings.redis.url.expose())
+        .env("WORKER_BATCH_SIZE", "0")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "invalid `worker.batch_size` from environment variable WORKER_BATCH_SIZE: must be at least 1"
+        ),
+        "{stderr}"
+    );
+}
