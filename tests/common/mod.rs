@@ -411,7 +411,8 @@ fn copy_template_source(from: &Path, to: &Path) {
 }
 
 /// Lines of generated files that still hold Liquid (`{{` or `{%`), as
-/// `path:line: text`.
+/// `path:line: text`. GitHub Actions expressions (`${{ ... }}`, rendered
+/// from `{% raw %}` blocks) are not Liquid and do not count.
 pub fn unrendered_liquid(project: &GeneratedProject) -> Vec<String> {
     let mut found = Vec::new();
     for file in project.files() {
@@ -419,12 +420,28 @@ pub fn unrendered_liquid(project: &GeneratedProject) -> Vec<String> {
             continue; // not text
         };
         for (number, line) in text.lines().enumerate() {
-            if line.contains("{{") || line.contains("{%") {
+            let rest = without_github_expressions(line);
+            if rest.contains("{{") || rest.contains("{%") {
                 found.push(format!("{}:{}: {line}", file.display(), number + 1));
             }
         }
     }
     found
+}
+
+/// `line` without its `${{ ... }}` spans (an unclosed one stays).
+fn without_github_expressions(line: &str) -> String {
+    let mut rest = line;
+    let mut kept = String::with_capacity(line.len());
+    while let Some(start) = rest.find("${{") {
+        let Some(length) = rest[start..].find("}}") else {
+            break;
+        };
+        kept.push_str(&rest[..start]);
+        rest = &rest[start + length + 2..];
+    }
+    kept.push_str(rest);
+    kept
 }
 
 // ---------------------------------------------------------------------------
@@ -517,6 +534,14 @@ pub fn scrub_env(command: &mut Command) {
 /// The debug binary of a generated project built with [`cargo`] `build`.
 pub fn debug_binary(project_name: &str) -> PathBuf {
     let binary = variants_target_dir().join("debug").join(project_name);
+    assert!(binary.is_file(), "no binary at {}", binary.display());
+    binary
+}
+
+/// The release binary of a generated project built with [`cargo`] `build
+/// --release`.
+pub fn release_binary(project_name: &str) -> PathBuf {
+    let binary = variants_target_dir().join("release").join(project_name);
     assert!(binary.is_file(), "no binary at {}", binary.display());
     binary
 }
@@ -837,6 +862,11 @@ impl RedisServer {
     /// Its log so far.
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir().join("redis.log")).unwrap_or_default()
+    }
+
+    /// Its process ID while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Process::pid)
     }
 
     /// Whether it is running (it may have been killed).
