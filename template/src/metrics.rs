@@ -76,6 +76,8 @@ pub struct Metrics {
     retried: Counter,
     reconnects: Counter,
     in_flight: Gauge,
+    lag: Gauge,
+    pending: Gauge,
     processing_seconds: Histogram,
 }
 
@@ -98,6 +100,8 @@ impl Metrics {
             retried: Counter::default(),
             reconnects: Counter::default(),
             in_flight: Gauge::default(),
+            lag: Gauge::default(),
+            pending: Gauge::default(),
             // 100 µs to about 3.3 s.
             processing_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             registry: Registry::default(),
@@ -138,6 +142,16 @@ impl Metrics {
             registry.register(name, help, counter.clone());
         }
         registry.register(
+            "group_lag",
+            "Entries not yet delivered to the group (sampled)",
+            metrics.lag.clone(),
+        );
+        registry.register(
+            "group_pending",
+            "Entries delivered to the group and not yet acknowledged (sampled)",
+            metrics.pending.clone(),
+        );
+        registry.register(
             "messages_in_flight",
             "Entries being processed now",
             metrics.in_flight.clone(),
@@ -151,6 +165,14 @@ impl Metrics {
             registry,
             ..metrics
         }
+    }
+
+    /// Records the group's lag and pending count, as `XINFO GROUPS` reports them.
+    pub fn sample_group(&self, lag: Option<usize>, pending: usize) {
+        if let Some(lag) = lag {
+            self.lag.set(i64::try_from(lag).unwrap_or(i64::MAX));
+        }
+        self.pending.set(i64::try_from(pending).unwrap_or(i64::MAX));
     }
 
     /// The metrics in the Prometheus text format.
@@ -220,10 +242,11 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .with_state(AppState {
-            metrics,
-            redis,
-            names,
+            metrics: metrics.clone(),
+            redis: redis.clone(),
+            names: names.clone(),
         });
+    tokio::spawn(sample_group(metrics, redis, names));
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
             tracing::error!(%error, "metrics server stopped");
@@ -231,6 +254,23 @@ pub async fn serve(
     });
     tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
     Ok(addr)
+}
+
+/// How often the group's lag and pending count are sampled.
+const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Samples the group's lag and pending count until the process ends.
+async fn sample_group(metrics: Arc<Metrics>, redis: redis::Client, names: Names) {
+    let mut ticks = tokio::time::interval(SAMPLE_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match group_info(&redis, &names).await {
+            Ok(Some(group)) => metrics.sample_group(group.lag, group.pending),
+            Ok(None) => metrics.sample_group(Some(0), 0),
+            Err(error) => tracing::debug!(%error, "cannot sample the group's lag"),
+        }
+    }
 }
 
 async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
@@ -261,29 +301,36 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, String) {
 }
 
 async fn group_exists(state: &AppState) -> redis::RedisResult<bool> {
+    Ok(group_info(&state.redis, &state.names).await?.is_some())
+}
+
+/// The group's line of `XINFO GROUPS`; `None` if the stream or group is missing.
+async fn group_info(
+    redis: &redis::Client,
+    names: &Names,
+) -> redis::RedisResult<Option<redis::streams::StreamInfoGroup>> {
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(1)))
         .set_response_timeout(Some(Duration::from_secs(1)));
-    let mut connection = state
-        .redis
+    let mut connection = redis
         .get_multiplexed_async_connection_with_config(&config)
         .await?;
     let groups: redis::streams::StreamInfoGroupsReply = match redis::cmd("XINFO")
         .arg("GROUPS")
-        .arg(&state.names.stream)
+        .arg(&names.stream)
         .query_async(&mut connection)
         .await
     {
         Ok(groups) => groups,
         Err(error) if error.code() == Some("ERR") && error.to_string().contains("no such key") => {
-            return Ok(false);
+            return Ok(None);
         }
         Err(error) => return Err(error),
     };
     Ok(groups
         .groups
-        .iter()
-        .any(|group| group.name == state.names.group))
+        .into_iter()
+        .find(|group| group.name == names.group))
 }
 
 #[cfg(test)]
@@ -307,6 +354,7 @@ mod tests {
         metrics.processed(Outcome::Retrying, Duration::from_millis(2));
         metrics.dead_lettered(3);
         metrics.in_flight(7);
+        metrics.sample_group(Some(12), 4);
         let text = metrics.render();
         let labels = r#"{worker="w",stream="s",group="g",consumer="c"}"#;
         assert!(
@@ -323,6 +371,14 @@ mod tests {
         );
         assert!(
             text.contains(&format!("worker_messages_in_flight{labels} 7")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("worker_group_lag{labels} 12")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("worker_group_pending{labels} 4")),
             "{text}"
         );
         assert!(
