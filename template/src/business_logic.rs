@@ -66,7 +66,7 @@ impl TryFrom<&Entry> for Message {
 
 /// Does the work for one message. Replace the body with yours.
 pub async fn process_business_logic(message: &Message) -> Result<(), ProcessError> {
-    tracing::debug!(
+    tracing::info!(
         user_id = message.user_id.as_deref(),
         produced_at = %message.timestamp,
         "message processed"

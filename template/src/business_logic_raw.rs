@@ -18,7 +18,7 @@ use crate::settings::Settings;
 
 /// Does the work for one entry. Replace the body with yours.
 pub async fn process_business_logic(entry: &Entry) -> Result<(), ProcessError> {
-    tracing::debug!(fields = entry.fields.len(), "entry processed");
+    tracing::info!(fields = entry.fields.len(), "entry processed");
     Ok(())
 }
 
