@@ -8,7 +8,7 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use common::{Recorder, add, connect, dead_letters, pending, settings};
+use common::{Recorder, add, connect, create_group, dead_letters, pending, read_as, settings};
 use redis::AsyncCommands;
 
 use {{crate_name}}::admin::{Admin, AdminError, Status, TrimTo};
@@ -50,18 +50,9 @@ async fn status_matches_what_redis_reports() {
     let settings = settings("status");
     let mut redis = connect(&settings).await;
     let (stream, group) = (&settings.redis.stream, &settings.redis.consumer_group);
-    let _: () = redis
-        .xgroup_create_mkstream(stream, group, "0")
-        .await
-        .unwrap();
+    create_group(&mut redis, &settings).await;
     let ids = add(&mut redis, stream, &["{}"; 8]).await;
-    let options = redis::streams::StreamReadOptions::default()
-        .group(group, "reader")
-        .count(5);
-    let _: redis::streams::StreamReadReply = redis
-        .xread_options(&[stream], &[">"], &options)
-        .await
-        .unwrap();
+    read_as(&mut redis, &settings, "reader", 5).await;
     let _: () = redis.xack(stream, group, &ids[..2]).await.unwrap();
     let _: String = redis
         .xadd(settings.dead_letter_stream(), "*", &[("data", "x")])
@@ -206,18 +197,9 @@ async fn trim_refuses_to_drop_unprocessed_entries_without_force() {
     let settings = settings("trim");
     let mut redis = connect(&settings).await;
     let (stream, group) = (&settings.redis.stream, &settings.redis.consumer_group);
-    let _: () = redis
-        .xgroup_create_mkstream(stream, group, "0")
-        .await
-        .unwrap();
+    create_group(&mut redis, &settings).await;
     let ids = add(&mut redis, stream, &["{}"; 10]).await;
-    let options = redis::streams::StreamReadOptions::default()
-        .group(group, "reader")
-        .count(6);
-    let _: redis::streams::StreamReadReply = redis
-        .xread_options(&[stream], &[">"], &options)
-        .await
-        .unwrap();
+    read_as(&mut redis, &settings, "reader", 6).await;
     let _: () = redis.xack(stream, group, &ids[..4]).await.unwrap();
     // Acknowledged: 0..4; pending: 4, 5; undelivered: 6..10.
 

@@ -8,15 +8,16 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Recorder, add, connect, dead_letters, eventually, pending, settings};
+use common::{
+    DEADLINE, Recorder, add, connect, create_group, dead_letters, pending, read_as, settings,
+    spawn, until,
+};
 use redis::AsyncCommands;
 
 use {{crate_name}}::dead_letter;
 use {{crate_name}}::dead_letter::{DELIVERIES, ORIGINAL_ID, REASON};
 use {{crate_name}}::worker::Source;
 use {{crate_name}}::{Handler, ProcessError, Worker};
-
-const DEADLINE: Duration = Duration::from_secs(10);
 
 /// Steps `worker` until `done` holds for the recorder.
 async fn step_until<H: Handler>(
@@ -202,19 +203,12 @@ async fn a_panic_is_caught_and_counts_as_a_retryable_failure() {
 async fn own_pending_entries_are_replayed_on_start() {
     let settings = settings("replay");
     let mut redis = connect(&settings).await;
-    let (stream, group) = (&settings.redis.stream, &settings.redis.consumer_group);
+    let stream = &settings.redis.stream;
     let consumer = settings.redis.consumer_name.clone().unwrap();
-    let _: () = redis
-        .xgroup_create_mkstream(stream, group, "0")
-        .await
-        .unwrap();
+    create_group(&mut redis, &settings).await;
     let ids = add(&mut redis, stream, &["a", "b"]).await;
     // A previous run of this consumer read them and died before acknowledging.
-    let options = redis::streams::StreamReadOptions::default().group(group, &consumer);
-    let _: redis::streams::StreamReadReply = redis
-        .xread_options(&[stream], &[">"], &options)
-        .await
-        .unwrap();
+    read_as(&mut redis, &settings, &consumer, 100).await;
     assert_eq!(pending(&mut redis, &settings).await, 2);
 
     let recorder = Recorder::succeeding();
@@ -234,17 +228,10 @@ async fn entries_of_a_dead_consumer_are_taken_over_after_claim_idle() {
     settings.worker.claim_idle_ms = 200;
     settings.worker.claim_interval_ms = 50;
     let mut redis = connect(&settings).await;
-    let (stream, group) = (&settings.redis.stream, &settings.redis.consumer_group);
-    let _: () = redis
-        .xgroup_create_mkstream(stream, group, "0")
-        .await
-        .unwrap();
+    let stream = &settings.redis.stream;
+    create_group(&mut redis, &settings).await;
     let ids = add(&mut redis, stream, &["a", "b", "c"]).await;
-    let options = redis::streams::StreamReadOptions::default().group(group, "dead-consumer");
-    let _: redis::streams::StreamReadReply = redis
-        .xread_options(&[stream], &[">"], &options)
-        .await
-        .unwrap();
+    read_as(&mut redis, &settings, "dead-consumer", 100).await;
 
     let recorder = Recorder::succeeding();
     let mut worker = Worker::new(&settings, recorder.clone()).unwrap();
@@ -265,18 +252,11 @@ async fn entries_of_a_dead_consumer_are_taken_over_after_claim_idle() {
 async fn a_pending_entry_deleted_from_the_stream_is_dropped_not_retried() {
     let settings = settings("deleted");
     let mut redis = connect(&settings).await;
-    let (stream, group) = (&settings.redis.stream, &settings.redis.consumer_group);
+    let stream = &settings.redis.stream;
     let consumer = settings.redis.consumer_name.clone().unwrap();
-    let _: () = redis
-        .xgroup_create_mkstream(stream, group, "0")
-        .await
-        .unwrap();
+    create_group(&mut redis, &settings).await;
     let ids = add(&mut redis, stream, &["gone", "kept"]).await;
-    let options = redis::streams::StreamReadOptions::default().group(group, &consumer);
-    let _: redis::streams::StreamReadReply = redis
-        .xread_options(&[stream], &[">"], &options)
-        .await
-        .unwrap();
+    read_as(&mut redis, &settings, &consumer, 100).await;
     let _: () = redis.xdel(stream, &[&ids[0]]).await.unwrap();
 
     let recorder = Recorder::succeeding();
@@ -297,25 +277,13 @@ async fn shutdown_lets_in_flight_entries_finish_and_acknowledges_them() {
     let worker = Worker::new(&settings, recorder.clone()).unwrap();
     let ids = add(&mut redis, &settings.redis.stream, &["{}"; 10]).await;
 
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run(async move {
-        let _ = stopped.await;
-    }));
-    let seen = recorder.clone();
-    eventually(DEADLINE, "processing to start", || {
-        let started = seen.seen().len() == 10;
-        async move { started }
-    })
-    .await;
+    let running = spawn(worker);
+    until("processing to start", || recorder.seen().len() == 10).await;
     assert!(
         recorder.finished().is_empty(),
         "nothing finished before the signal"
     );
-    stop.send(()).unwrap();
-    tokio::time::timeout(DEADLINE, running)
-        .await
-        .expect("run returns")
-        .unwrap();
+    running.stop().await;
 
     let finished = recorder.finished();
     assert_eq!(finished.len(), 10);
@@ -336,22 +304,10 @@ async fn what_misses_the_shutdown_deadline_stays_pending() {
     let worker = Worker::new(&settings, recorder.clone()).unwrap();
     add(&mut redis, &settings.redis.stream, &["{}"; 3]).await;
 
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run(async move {
-        let _ = stopped.await;
-    }));
-    let seen = recorder.clone();
-    eventually(DEADLINE, "processing to start", || {
-        let started = seen.seen().len() == 3;
-        async move { started }
-    })
-    .await;
+    let running = spawn(worker);
+    until("processing to start", || recorder.seen().len() == 3).await;
     let signalled = std::time::Instant::now();
-    stop.send(()).unwrap();
-    tokio::time::timeout(DEADLINE, running)
-        .await
-        .expect("run returns")
-        .unwrap();
+    running.stop().await;
     assert!(
         signalled.elapsed() < Duration::from_secs(2),
         "{:?}",
@@ -371,31 +327,17 @@ async fn a_deleted_stream_is_recreated_and_consumption_goes_on() {
     let mut redis = connect(&settings).await;
     let recorder = Recorder::succeeding();
     let worker = Worker::new(&settings, recorder.clone()).unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run(async move {
-        let _ = stopped.await;
-    }));
+    let running = spawn(worker);
     add(&mut redis, &settings.redis.stream, &["before"]).await;
-    let seen = recorder.clone();
-    eventually(DEADLINE, "the first entry", || {
-        let done = seen.finished().len() == 1;
-        async move { done }
-    })
-    .await;
+    until("the first entry", || recorder.finished().len() == 1).await;
 
     let _: () = redis.del(&settings.redis.stream).await.unwrap();
     add(&mut redis, &settings.redis.stream, &["after"]).await;
-    let seen = recorder.clone();
-    eventually(DEADLINE, "the entry after the deletion", || {
-        let done = seen.finished().len() == 2;
-        async move { done }
+    until("the entry after the deletion", || {
+        recorder.finished().len() == 2
     })
     .await;
-    stop.send(()).unwrap();
-    tokio::time::timeout(DEADLINE, running)
-        .await
-        .expect("run returns")
-        .unwrap();
+    running.stop().await;
     assert_eq!(pending(&mut redis, &settings).await, 0);
 }
 
@@ -413,33 +355,16 @@ async fn a_retry_is_not_held_back_by_a_long_blocking_read() {
         }
     });
     let worker = Worker::new(&settings, recorder.clone()).unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run(async move {
-        let _ = stopped.await;
-    }));
+    let running = spawn(worker);
     let ids = add(&mut redis, &settings.redis.stream, &["x"]).await;
-    let seen = recorder.clone();
-    eventually(DEADLINE, "the first delivery", || {
-        let first = !seen.finished().is_empty();
-        async move { first }
-    })
-    .await;
+    until("the first delivery", || !recorder.finished().is_empty()).await;
     let failed_at = std::time::Instant::now();
-    let seen = recorder.clone();
-    eventually(DEADLINE, "the retry", || {
-        let retried = seen.seen().get(&ids[0]) == Some(&2);
-        async move { retried }
-    })
-    .await;
+    until("the retry", || recorder.seen().get(&ids[0]) == Some(&2)).await;
     let waited = failed_at.elapsed();
     assert!(
         waited < Duration::from_millis(1_500),
         "retry after {waited:?}, not ~100 ms"
     );
-    stop.send(()).unwrap();
-    tokio::time::timeout(DEADLINE, running)
-        .await
-        .expect("run returns")
-        .unwrap();
+    running.stop().await;
     assert_eq!(pending(&mut redis, &settings).await, 0);
 }

@@ -5,14 +5,16 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
+use redis::streams::{StreamReadOptions, StreamReadReply};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
-use {{crate_name}}::{Entry, Handler, ProcessError, Settings};
+use {{crate_name}}::{Entry, Handler, ProcessError, Settings, Worker};
 
 /// Settings for one test: unique stream, group and consumer, fast retries.
 pub fn settings(test: &str) -> Settings {
@@ -78,19 +80,71 @@ pub async fn dead_letters(redis: &mut MultiplexedConnection, settings: &Settings
         .collect()
 }
 
-/// Polls `condition` every 20 ms until it holds; panics after `deadline`.
-pub async fn eventually<F, Fut>(deadline: Duration, what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let give_up = tokio::time::Instant::now() + deadline;
-    while !condition().await {
+/// How long a test waits for a condition before it fails.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Checks `condition` every 20 ms until it holds; panics after [`DEADLINE`].
+pub async fn until(what: &str, mut condition: impl FnMut() -> bool) {
+    let give_up = tokio::time::Instant::now() + DEADLINE;
+    while !condition() {
         assert!(
             tokio::time::Instant::now() < give_up,
             "timed out waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Creates the group at the start of the stream.
+pub async fn create_group(redis: &mut MultiplexedConnection, settings: &Settings) {
+    let (stream, group) = (&settings.redis.stream, &settings.redis.consumer_group);
+    let _: () = redis
+        .xgroup_create_mkstream(stream, group, "0")
+        .await
+        .unwrap();
+}
+
+/// Reads up to `count` new entries as `consumer` without acknowledging
+/// them, like a consumer that then dies.
+pub async fn read_as(
+    redis: &mut MultiplexedConnection,
+    settings: &Settings,
+    consumer: &str,
+    count: usize,
+) {
+    let (stream, group) = (&settings.redis.stream, &settings.redis.consumer_group);
+    let options = StreamReadOptions::default()
+        .group(group, consumer)
+        .count(count);
+    let _: StreamReadReply = redis
+        .xread_options(&[stream], &[">"], &options)
+        .await
+        .unwrap();
+}
+
+/// A worker running in the background until [`Running::stop`].
+pub struct Running {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+/// Starts `worker.run` with a shutdown the test triggers.
+pub fn spawn<H: Handler>(worker: Worker<H>) -> Running {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+    Running { stop, task }
+}
+
+impl Running {
+    /// Asks the worker to stop and waits until `run` returns.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(DEADLINE, self.task)
+            .await
+            .expect("run returns after the shutdown signal")
+            .expect("run does not panic");
     }
 }
 
