@@ -131,9 +131,6 @@ fn repository_workflow_runs_the_suite() {
 /// variant's generated Cargo.lock must already match its Cargo.toml
 /// (`cargo metadata --locked` fails when the lock file needs a change).
 #[test]
-#[ignore = "fails while template/Cargo.lock lists crates that a variant's Cargo.toml \
-            does not declare (axum and friends without metrics, chrono without serde \
-            validation), which cargo prunes; run with --ignored"]
 fn every_variant_builds_locked() {
     let mut stale = Vec::new();
     for variant in VARIANTS {
