@@ -127,6 +127,7 @@ cargo bench --bench worker [-- OPTIONS]
   --calm-budget SECS    total time the run may spend waiting for calm and repeating (default 180)
   --worker-wrapper CMD  run the drain's worker under CMD (e.g. \"valgrind --tool=callgrind\")
   --worker-env K=V      extra environment of every worker, e.g. WORKER_BATCH_SIZE=1000 (repeatable)
+  --extra-worker PATH   also drain with this worker binary (a modified build), after the others
 ";
 
 #[derive(Debug, Clone)]
@@ -145,6 +146,7 @@ struct Options {
     calm_budget: u64,
     wrapper: Vec<String>,
     worker_env: Vec<(String, String)>,
+    extra_worker: Option<PathBuf>,
 }
 
 impl Options {
@@ -164,6 +166,7 @@ impl Options {
             calm_budget: 180,
             wrapper: Vec::new(),
             worker_env: Vec::new(),
+            extra_worker: None,
         };
         if let Ok(runs) = std::env::var("BENCH_RUNS")
             && !runs.is_empty()
@@ -215,6 +218,7 @@ impl Options {
                         .ok_or_else(|| format!("{name}: `{text}` is not KEY=VALUE"))?;
                     options.worker_env.push((key.to_owned(), value.to_owned()));
                 }
+                "--extra-worker" => options.extra_worker = Some(PathBuf::from(value()?)),
                 other => return Err(format!("unknown argument `{other}`")),
             }
         }
@@ -1275,11 +1279,25 @@ fn main() -> ExitCode {
     let latency_worker = options
         .latency
         .then(|| build("bench-latency", "default", Some(LATENCY_LOGIC)));
+    let extra = options
+        .extra_worker
+        .as_ref()
+        .filter(|_| options.drain)
+        .map(|path| {
+            assert!(path.is_file(), "--extra-worker: no file {}", path.display());
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            Built {
+                name: Box::leak(name.into_boxed_str()),
+                binary: path.clone(),
+                dependencies: 0,
+            }
+        });
 
     // Drain.
     let mut reference_drains = Vec::new();
     let mut default_drains = Vec::new();
     let mut raw_drains = Vec::new();
+    let mut extra_drains = Vec::new();
     if options.drain {
         let (default, raw) = (default.as_ref().unwrap(), raw.as_ref().unwrap());
         for run in 1..=options.runs {
@@ -1298,6 +1316,12 @@ fn main() -> ExitCode {
             let (drain, _) = least_disturbed(&options, raw.name, || drain_worker(raw, &options));
             note(format!("  validation off: {}", describe_drain(&drain)));
             raw_drains.push(drain);
+            if let Some(extra) = &extra {
+                let (drain, _) =
+                    least_disturbed(&options, extra.name, || drain_worker(extra, &options));
+                note(format!("  {}: {}", extra.name, describe_drain(&drain)));
+                extra_drains.push(drain);
+            }
         }
     }
 
@@ -1373,20 +1397,35 @@ fn main() -> ExitCode {
             reference.seconds,
             reference.redis_cores
         );
-        for (label, drains) in [
-            ("validation on", &default_drains),
-            ("validation off", &raw_drains),
-        ] {
+        let extra_label = extra
+            .as_ref()
+            .map(|extra| format!("`{}` (--extra-worker)", extra.name));
+        let mut rows = vec![
+            ("validation on".to_owned(), &default_drains),
+            ("validation off".to_owned(), &raw_drains),
+        ];
+        if let Some(label) = extra_label {
+            rows.push((label, &extra_drains));
+        }
+        for (label, drains) in rows {
             let summary = summarize(drains);
             others.push(summary.others_max);
             let ratio = summary.rate / reference.rate;
+            // Each run's worker against the reference drained just before
+            // it: neighbours share the machine's mood.
+            let per_run: Vec<String> = drains
+                .iter()
+                .zip(&reference_drains)
+                .map(|(worker, reference)| format!("{:.2}", worker.rate / reference.rate))
+                .collect();
             let _ = writeln!(
                 table,
-                "| Drain, worker, {label} | {}/s ({:.2} s; worker {:.2} cores, Redis {:.2}) = **{ratio:.2}x** reference | >= 0.8x | {} |",
+                "| Drain, worker, {label} | {}/s ({:.2} s; worker {:.2} cores, Redis {:.2}) = **{ratio:.2}x** reference (per run: {}) | >= 0.8x | {} |",
                 thousands(summary.rate),
                 summary.seconds,
                 summary.worker_cores,
                 summary.redis_cores,
+                per_run.join(", "),
                 verdict(ratio >= 0.8)
             );
         }
