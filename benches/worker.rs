@@ -128,6 +128,8 @@ cargo bench --bench worker [-- OPTIONS]
   --worker-wrapper CMD  run the drain's worker under CMD (e.g. \"valgrind --tool=callgrind\")
   --worker-env K=V      extra environment of every worker, e.g. WORKER_BATCH_SIZE=1000 (repeatable)
   --extra-worker PATH   also drain with this worker binary (a modified build), after the others
+  --latency-worker PATH measure latency with this binary instead (a modified build of the
+                        latency copy, which recording needs)
 ";
 
 #[derive(Debug, Clone)]
@@ -147,6 +149,7 @@ struct Options {
     wrapper: Vec<String>,
     worker_env: Vec<(String, String)>,
     extra_worker: Option<PathBuf>,
+    latency_worker: Option<PathBuf>,
 }
 
 impl Options {
@@ -167,6 +170,7 @@ impl Options {
             wrapper: Vec::new(),
             worker_env: Vec::new(),
             extra_worker: None,
+            latency_worker: None,
         };
         if let Ok(runs) = std::env::var("BENCH_RUNS")
             && !runs.is_empty()
@@ -219,6 +223,7 @@ impl Options {
                     options.worker_env.push((key.to_owned(), value.to_owned()));
                 }
                 "--extra-worker" => options.extra_worker = Some(PathBuf::from(value()?)),
+                "--latency-worker" => options.latency_worker = Some(PathBuf::from(value()?)),
                 other => return Err(format!("unknown argument `{other}`")),
             }
         }
@@ -1014,6 +1019,8 @@ struct Latency {
     p99_us: i64,
     p999_us: i64,
     max_us: i64,
+    /// The slowest entries: seconds into the run, latency in µs.
+    worst: Vec<(f64, i64)>,
     /// The worker's `VmHWM` at the end, kB.
     peak_rss_kb: Option<u64>,
     cpu: CpuUse,
@@ -1103,6 +1110,19 @@ fn latency(built: &Built, options: &Options) -> (Latency, CpuUse) {
         })
         .collect();
     assert!(!samples.is_empty(), "no latency was recorded");
+    // Lines come in processing order, close to send order: the position of
+    // the slowest entries says when in the run they happened.
+    let mut by_latency: Vec<(i64, usize)> = samples
+        .iter()
+        .enumerate()
+        .map(|(index, latency)| (*latency, index))
+        .collect();
+    by_latency.sort_unstable_by(|a, b| b.cmp(a));
+    let worst = by_latency
+        .iter()
+        .take(5)
+        .map(|(latency, index)| (*index as f64 / options.rate as f64, *latency))
+        .collect();
     samples.sort_unstable();
     let result = Latency {
         sent: total,
@@ -1112,6 +1132,7 @@ fn latency(built: &Built, options: &Options) -> (Latency, CpuUse) {
         p99_us: percentile(&samples, 0.99),
         p999_us: percentile(&samples, 0.999),
         max_us: *samples.last().unwrap(),
+        worst,
         peak_rss_kb,
         cpu,
     };
@@ -1276,9 +1297,22 @@ fn main() -> ExitCode {
     let default =
         (needs_workers || options.latency).then(|| build("bench-default", "default", None));
     let raw = needs_workers.then(|| build("bench-raw", "raw", None));
-    let latency_worker = options
-        .latency
-        .then(|| build("bench-latency", "default", Some(LATENCY_LOGIC)));
+    let latency_worker = options.latency.then(|| match &options.latency_worker {
+        Some(path) => {
+            assert!(
+                path.is_file(),
+                "--latency-worker: no file {}",
+                path.display()
+            );
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            Built {
+                name: Box::leak(name.into_boxed_str()),
+                binary: path.clone(),
+                dependencies: 0,
+            }
+        }
+        None => build("bench-latency", "default", Some(LATENCY_LOGIC)),
+    });
     let extra = options
         .extra_worker
         .as_ref()
@@ -1345,6 +1379,12 @@ fn main() -> ExitCode {
             result.peak_rss_kb.map_or("?".into(), mib),
             result.cpu.describe()
         ));
+        let worst: Vec<String> = result
+            .worst
+            .iter()
+            .map(|(at, latency)| format!("{} ms at {at:.2}s", ms(*latency)))
+            .collect();
+        note(format!("  slowest: {}", worst.join(", ")));
         result
     });
 
@@ -1434,9 +1474,14 @@ fn main() -> ExitCode {
         others.push(latency.cpu.others);
         let _ = writeln!(
             table,
-            "| Latency at {}/s for {} s (send to business logic), p50 / p99 / max | {} / **{}** / {} ms (p99.9 {} ms; {} entries) | p99 <= 5 ms | {} |",
+            "| Latency at {}/s for {} s (send to business logic{}), p50 / p99 / max | {} / **{}** / {} ms (p99.9 {} ms; {} entries) | p99 <= 5 ms | {} |",
             thousands(options.rate as f64),
             options.seconds,
+            options
+                .latency_worker
+                .as_ref()
+                .map(|path| format!(", `{}`", path.display()))
+                .unwrap_or_default(),
             ms(latency.p50_us),
             ms(latency.p99_us),
             ms(latency.max_us),
@@ -1498,7 +1543,11 @@ fn main() -> ExitCode {
             verdict(median_ms <= 100.0)
         );
     }
-    if let Some(built) = default.as_ref().or(latency_worker.as_ref()) {
+    if let Some(built) = default
+        .as_ref()
+        .or(latency_worker.as_ref())
+        .filter(|built| built.dependencies > 0)
+    {
         let _ = writeln!(
             table,
             "| Dependency crates, validation on (`cargo tree -e normal,build`, unique) | {} | | |",
