@@ -6,11 +6,15 @@
 //! second connection with a short timeout, so an acknowledgement never waits
 //! behind a blocked read. A connection that fails is dropped and made again
 //! on next use; the caller decides how long to wait before that.
+//!
+//! A non-blocking read can also be sent ahead ([`Consumer::read_ahead`]):
+//! Redis prepares the next batch while the worker processes this one.
 
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Value};
+use tokio::task::JoinHandle;
 
 use crate::dead_letter::DeadLetter;
 use crate::entry::Entry;
@@ -66,9 +70,24 @@ pub struct Names {
     pub dead_letter_stream: String,
 }
 
+/// A read of new entries sent ahead, its reply not yet taken; see
+/// [`Consumer::read_ahead`].
+#[derive(Debug)]
+pub struct ReadAhead(JoinHandle<Result<Vec<Delivery>, Error>>);
+
 struct Connections {
     reader: MultiplexedConnection,
     commands: MultiplexedConnection,
+}
+
+impl Connections {
+    fn reader(&mut self) -> &mut MultiplexedConnection {
+        &mut self.reader
+    }
+
+    fn commands(&mut self) -> &mut MultiplexedConnection {
+        &mut self.commands
+    }
 }
 
 /// A member of a consumer group.
@@ -164,26 +183,32 @@ impl Consumer {
         result
     }
 
-    async fn command<T: redis::FromRedisValue>(&mut self, cmd: &redis::Cmd) -> Result<T, Error> {
+    /// Runs `query` on the connection `which` picks, connecting first if
+    /// need be, and forgets the connection if it failed.
+    async fn on<T>(
+        &mut self,
+        which: fn(&mut Connections) -> &mut MultiplexedConnection,
+        query: impl AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T>,
+    ) -> Result<T, Error> {
         let result = match self.connections().await {
-            Ok(connections) => cmd
-                .query_async(&mut connections.commands)
-                .await
-                .map_err(Error::from),
+            Ok(connections) => query(which(connections)).await.map_err(Error::from),
             Err(error) => Err(error),
         };
         self.check(result)
     }
 
+    async fn command<T: redis::FromRedisValue>(&mut self, cmd: &redis::Cmd) -> Result<T, Error> {
+        self.on(Connections::commands, async |connection| {
+            cmd.query_async(connection).await
+        })
+        .await
+    }
+
     async fn read(&mut self, cmd: &redis::Cmd) -> Result<Value, Error> {
-        let result = match self.connections().await {
-            Ok(connections) => cmd
-                .query_async(&mut connections.reader)
-                .await
-                .map_err(Error::from),
-            Err(error) => Err(error),
-        };
-        self.check(result)
+        self.on(Connections::reader, async |connection| {
+            cmd.query_async(connection).await
+        })
+        .await
     }
 
     /// Creates the group (and the stream) if missing, starting at `start_id`.
@@ -227,6 +252,28 @@ impl Consumer {
         let cmd = self.read_group(count, None, after);
         let reply = self.read(&cmd).await?;
         parse_read(reply)
+    }
+
+    /// Sends a read of up to `count` new entries, without blocking, and
+    /// returns at once; [`Consumer::take`] gives its entries. Those entries
+    /// are delivered to this consumer as soon as Redis runs the read, so the
+    /// reply must be taken: left untaken, they stay in this consumer's
+    /// pending list until a replay or a claim. `None` when not connected.
+    pub fn read_ahead(&mut self, count: usize) -> Option<ReadAhead> {
+        let cmd = self.read_group(count, None, ">");
+        let mut reader = self.connections.as_ref()?.reader.clone();
+        Some(ReadAhead(tokio::spawn(async move {
+            parse_read(cmd.query_async(&mut reader).await?)
+        })))
+    }
+
+    /// The entries of a read sent ahead, waiting for its reply if need be.
+    pub async fn take(&mut self, read: ReadAhead) -> Result<Vec<Delivery>, Error> {
+        let result = read
+            .0
+            .await
+            .unwrap_or_else(|failed| Err(unexpected("XREADGROUP", failed.to_string())));
+        self.check(result)
     }
 
     fn read_group(&self, count: usize, block: Option<u64>, id: &str) -> redis::Cmd {
@@ -302,14 +349,11 @@ impl Consumer {
                 .arg(*id)
                 .arg(1);
         }
-        let result = match self.connections().await {
-            Ok(connections) => pipe
-                .query_async::<Vec<Value>>(&mut connections.commands)
-                .await
-                .map_err(Error::from),
-            Err(error) => Err(error),
-        };
-        let replies = self.check(result)?;
+        let replies: Vec<Value> = self
+            .on(Connections::commands, async |connection| {
+                pipe.query_async(connection).await
+            })
+            .await?;
         replies
             .into_iter()
             .map(|reply| {
@@ -367,14 +411,10 @@ impl Consumer {
                 .arg(&fields)
                 .ignore();
         }
-        let result = match self.connections().await {
-            Ok(connections) => pipe
-                .query_async::<()>(&mut connections.commands)
-                .await
-                .map_err(Error::from),
-            Err(error) => Err(error),
-        };
-        self.check(result)
+        self.on(Connections::commands, async |connection| {
+            pipe.query_async(connection).await
+        })
+        .await
     }
 
     /// Removes other consumers of the group idle for at least `idle` that
@@ -396,14 +436,12 @@ impl Consumer {
                 .arg(&name)
                 .arg(&self.names.group)
                 .arg(millis(idle));
-            let result = match self.connections().await {
-                Ok(connections) => invocation
-                    .invoke_async::<i64>(&mut connections.commands)
-                    .await
-                    .map_err(Error::from),
-                Err(error) => Err(error),
-            };
-            if self.check(result)? >= 0 {
+            let result: i64 = self
+                .on(Connections::commands, async |connection| {
+                    invocation.invoke_async(connection).await
+                })
+                .await?;
+            if result >= 0 {
                 removed.push(name);
             }
         }

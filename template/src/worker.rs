@@ -15,9 +15,15 @@
 //!    for this consumer, then `XCLAIM` to itself, which counts a delivery);
 //! 4. new entries (`XREADGROUP ... >`, blocking up to `block_timeout`).
 //!
-//! Entries are acknowledged only after processing. Between two steps
-//! nothing is in flight, so the sources never hand out an entry that is
-//! still being processed here.
+//! Entries are acknowledged only after processing.
+//!
+//! While a full batch of new entries is processed, the next batch is read
+//! ahead (without blocking), so Redis prepares it while this worker works;
+//! this happens only when new entries are next anyway (nothing to replay,
+//! no claim or retry scan due). The next step takes those entries before
+//! any other source, and at shutdown they are processed like the batch in
+//! flight. Apart from that read, nothing is in flight between two steps, so
+//! the sources never hand out an entry that is still being processed here.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -29,7 +35,7 @@ use tokio::time::{Instant, sleep, timeout_at};
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::backoff::{Backoff, retry_delay};
-use crate::consumer::{Consumer, Delivery, Names};
+use crate::consumer::{Consumer, Delivery, Names, ReadAhead};
 use crate::dead_letter::DeadLetter;
 use crate::entry::Entry;
 use crate::error::Error;
@@ -91,6 +97,8 @@ pub struct Worker<H> {
     next_retry_scan: Instant,
     /// Whether this consumer may hold failed entries waiting for a retry.
     own_failures: bool,
+    /// New entries read while the previous batch was processed.
+    read_ahead: Option<ReadAhead>,
     ledger: Ledger,
 }
 
@@ -146,6 +154,7 @@ impl<H: Handler> Worker<H> {
             next_claim: now,
             next_retry_scan: now,
             own_failures: true,
+            read_ahead: None,
             ledger: Ledger::default(),
         })
     }
@@ -212,10 +221,21 @@ impl<H: Handler> Worker<H> {
         info!("worker stopped");
     }
 
-    /// Acknowledges what was processed before the deadline; what cannot be
-    /// acknowledged in time stays pending and is delivered again later.
+    /// Processes the entries read ahead and acknowledges what was processed,
+    /// before the deadline; what cannot be done in time stays pending and is
+    /// delivered again later.
     async fn finish(&mut self) {
         let deadline = self.shutdown.deadline().unwrap_or_else(Instant::now);
+        if let Some(read) = self.read_ahead.take() {
+            match timeout_at(deadline, self.consumer.take(read)).await {
+                Ok(Ok(deliveries)) => {
+                    let report = self.process(first_deliveries(deliveries)).await;
+                    debug!(?report, "processed the entries read ahead");
+                }
+                Ok(Err(error)) => warn!(%error, "the read ahead failed"),
+                Err(_) => warn!("the read ahead did not answer before the shutdown deadline"),
+            }
+        }
         let mut backoff = Backoff::new(
             self.settings.reconnect_backoff(),
             self.settings.reconnect_backoff_max(),
@@ -262,7 +282,10 @@ impl<H: Handler> Worker<H> {
 
         let now = Instant::now();
         let batch = self.settings.batch_size;
-        let (source, deliveries) = if let Some(after) = self.replay_after.clone() {
+        let (source, deliveries) = if let Some(read) = self.read_ahead.take() {
+            let deliveries = self.consumer.take(read).await?;
+            (Source::New, first_deliveries(deliveries))
+        } else if let Some(after) = self.replay_after.clone() {
             let deliveries = self.consumer.read_pending(&after, batch).await?;
             match deliveries.last() {
                 Some(last) => self.replay_after = Some(delivery_id(last).to_owned()),
@@ -281,14 +304,11 @@ impl<H: Handler> Worker<H> {
                 wake = wake.min(self.next_retry_scan);
             }
             let deliveries = self.consumer.read_new(batch, wake - now).await?;
-            (
-                Source::New,
-                deliveries
-                    .into_iter()
-                    .map(|delivery| (delivery, 1))
-                    .collect(),
-            )
+            (Source::New, first_deliveries(deliveries))
         };
+        if source == Source::New && deliveries.len() == batch && self.new_entries_next() {
+            self.read_ahead = self.consumer.read_ahead(batch);
+        }
 
         let mut report = self.process(deliveries).await;
         report.source = source;
@@ -297,6 +317,16 @@ impl<H: Handler> Worker<H> {
         }
         self.flush().await?;
         Ok(report)
+    }
+
+    /// Whether the next step would read new entries anyway: nothing to
+    /// replay, no claim or retry scan due, no shutdown requested.
+    fn new_entries_next(&self) -> bool {
+        let now = Instant::now();
+        self.replay_after.is_none()
+            && now < self.next_claim
+            && !(self.own_failures && now >= self.next_retry_scan)
+            && self.shutdown.deadline().is_none()
     }
 
     /// Asks Redis how often each entry was delivered (after a replay or a
@@ -558,6 +588,14 @@ fn settle(
             Outcome::Retrying
         }
     }
+}
+
+/// Entries read as new: delivered for the first time.
+fn first_deliveries(deliveries: Vec<Delivery>) -> Vec<(Delivery, u64)> {
+    deliveries
+        .into_iter()
+        .map(|delivery| (delivery, 1))
+        .collect()
 }
 
 fn delivery_id(delivery: &Delivery) -> &str {

@@ -16,7 +16,7 @@ use redis::AsyncCommands;
 
 use {{crate_name}}::dead_letter;
 use {{crate_name}}::dead_letter::{DELIVERIES, ORIGINAL_ID, REASON};
-use {{crate_name}}::worker::Source;
+use {{crate_name}}::worker::{Source, StepReport};
 use {{crate_name}}::{Handler, ProcessError, Worker};
 
 /// Steps `worker` until `done` holds for the recorder.
@@ -32,6 +32,18 @@ async fn step_until<H: Handler>(
     }
     // One more step acknowledges nothing new but proves nothing is left over.
     worker.step().await.expect("step");
+}
+
+/// Steps `worker` past the group creation, the replay pass and the first
+/// scans; returns the report of the first step that read new entries.
+async fn step_to_new_entries<H: Handler>(worker: &mut Worker<H>) -> StepReport {
+    loop {
+        let report = worker.step().await.unwrap();
+        if report.source == Source::New {
+            return report;
+        }
+        assert_eq!(report.processed, 0);
+    }
 }
 
 #[tokio::test]
@@ -365,6 +377,94 @@ async fn a_retry_is_not_held_back_by_a_long_blocking_read() {
         waited < Duration::from_millis(1_500),
         "retry after {waited:?}, not ~100 ms"
     );
+    running.stop().await;
+    assert_eq!(pending(&mut redis, &settings).await, 0);
+}
+
+#[tokio::test]
+async fn after_a_full_batch_the_next_one_is_read_ahead_and_processed_next() {
+    let mut settings = settings("read-ahead");
+    settings.worker.batch_size = 10;
+    let mut redis = connect(&settings).await;
+    let recorder = Recorder::succeeding();
+    let mut worker = Worker::new(&settings, recorder.clone()).unwrap();
+    let ids = add(&mut redis, &settings.redis.stream, &["{}"; 25]).await;
+
+    assert_eq!(step_to_new_entries(&mut worker).await.processed, 10);
+    // The first ten are acknowledged; the next ten are delivered to this
+    // consumer already, not yet processed.
+    let give_up = tokio::time::Instant::now() + DEADLINE;
+    while pending(&mut redis, &settings).await != 10 {
+        assert!(tokio::time::Instant::now() < give_up, "no read ahead");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(recorder.seen().len(), 10);
+
+    let second = worker.step().await.unwrap();
+    assert_eq!((second.source, second.processed), (Source::New, 10));
+    let third = worker.step().await.unwrap();
+    assert_eq!((third.source, third.processed), (Source::New, 5));
+    let fourth = worker.step().await.unwrap();
+    assert_eq!(fourth.processed, 0);
+
+    let seen = recorder.seen();
+    assert!(ids.iter().all(|id| seen.get(id) == Some(&1)), "{seen:?}");
+    assert_eq!(pending(&mut redis, &settings).await, 0);
+}
+
+#[tokio::test]
+async fn shutdown_also_finishes_the_entries_read_ahead() {
+    let mut settings = settings("read-ahead-drain");
+    settings.worker.batch_size = 10;
+    settings.worker.concurrency = 10;
+    let mut redis = connect(&settings).await;
+    let recorder = Recorder::succeeding().slow(Duration::from_millis(300));
+    let worker = Worker::new(&settings, recorder.clone()).unwrap();
+    let ids = add(&mut redis, &settings.redis.stream, &["{}"; 20]).await;
+
+    let running = spawn(worker);
+    until("the first batch to start", || recorder.seen().len() == 10).await;
+    running.stop().await;
+
+    let finished = recorder.finished();
+    assert_eq!(finished.len(), 20, "both batches finished");
+    assert!(ids.iter().all(|id| finished.contains(id)));
+    assert_eq!(pending(&mut redis, &settings).await, 0);
+}
+
+#[tokio::test]
+async fn reading_ahead_does_not_hold_a_retry_back_behind_a_backlog() {
+    let mut settings = settings("read-ahead-retry");
+    settings.worker.batch_size = 10;
+    settings.worker.concurrency = 10;
+    settings.worker.retry_backoff_ms = 100;
+    let mut redis = connect(&settings).await;
+    // Only the first entry fails: the rest succeed on their first delivery.
+    let first = add(&mut redis, &settings.redis.stream, &["fails once"]).await;
+    let recorder = Recorder::new(move |entry, seen| {
+        if entry.id == first[0] && seen == 1 {
+            Err(ProcessError::retry("once"))
+        } else {
+            Ok(())
+        }
+    })
+    .slow(Duration::from_millis(20));
+    let backlog = add(&mut redis, &settings.redis.stream, &["{}"; 1_000]).await;
+    let worker = Worker::new(&settings, recorder.clone()).unwrap();
+
+    // 100 full batches of at least 20 ms each: two seconds or more of
+    // backlog, read ahead batch after batch.
+    let running = spawn(worker);
+    until("the retry", || {
+        recorder.seen().values().any(|&seen| seen == 2)
+    })
+    .await;
+    let done = recorder.seen().len();
+    assert!(
+        done < backlog.len() / 2,
+        "the retry waited until {done} entries of the backlog were seen"
+    );
+    until("the backlog", || recorder.finished().len() == 1_002).await;
     running.stop().await;
     assert_eq!(pending(&mut redis, &settings).await, 0);
 }
