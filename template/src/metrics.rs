@@ -21,6 +21,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use redis::aio::MultiplexedConnection;
+use redis::streams::StreamInfoGroup;
 use serde::{Deserialize, Serialize};
 
 use crate::consumer::Names;
@@ -217,8 +219,59 @@ impl Observer for Metrics {
 #[derive(Clone)]
 struct AppState {
     metrics: Arc<Metrics>,
-    redis: redis::Client,
+    group: Arc<GroupProbe>,
+}
+
+/// Asks Redis about the consumer group, for the sampler and `/readyz`, on
+/// one kept connection.
+struct GroupProbe {
+    client: redis::Client,
     names: Names,
+    connection: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+}
+
+impl GroupProbe {
+    fn new(client: redis::Client, names: Names) -> Self {
+        Self {
+            client,
+            names,
+            connection: tokio::sync::Mutex::default(),
+        }
+    }
+
+    /// The group's line of `XINFO GROUPS`; `None` if the stream or group is
+    /// missing. A kept connection that fails is replaced and the question
+    /// asked once more, so a Redis that came back is seen at once.
+    async fn group_info(&self) -> redis::RedisResult<Option<StreamInfoGroup>> {
+        let mut kept = self.connection.lock().await;
+        if let Some(connection) = kept.as_mut() {
+            match group_info(connection, &self.names).await {
+                Err(error) if is_connection(&error) => *kept = None,
+                answer => return answer,
+            }
+        }
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(PROBE_TIMEOUT))
+            .set_response_timeout(Some(PROBE_TIMEOUT));
+        let connection = kept.insert(
+            self.client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?,
+        );
+        let answer = group_info(connection, &self.names).await;
+        if matches!(&answer, Err(error) if is_connection(error)) {
+            *kept = None;
+        }
+        answer
+    }
+}
+
+fn is_connection(error: &redis::RedisError) -> bool {
+    error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_timeout()
+        || error.is_unrecoverable_error()
 }
 
 /// Starts the HTTP endpoints in the background; returns the address they
@@ -237,16 +290,16 @@ pub async fn serve(
         .await
         .map_err(bind_error)?;
     let addr = listener.local_addr().map_err(bind_error)?;
+    let group = Arc::new(GroupProbe::new(redis, names));
     let app = Router::new()
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .with_state(AppState {
             metrics: metrics.clone(),
-            redis: redis.clone(),
-            names: names.clone(),
+            group: group.clone(),
         });
-    tokio::spawn(sample_group(metrics, redis, names));
+    tokio::spawn(sample_group(metrics, group));
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
             tracing::error!(%error, "metrics server stopped");
@@ -258,14 +311,16 @@ pub async fn serve(
 
 /// How often the group's lag and pending count are sampled.
 const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a question about the group may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Samples the group's lag and pending count until the process ends.
-async fn sample_group(metrics: Arc<Metrics>, redis: redis::Client, names: Names) {
+async fn sample_group(metrics: Arc<Metrics>, group: Arc<GroupProbe>) {
     let mut ticks = tokio::time::interval(SAMPLE_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        match group_info(&redis, &names).await {
+        match group.group_info().await {
             Ok(Some(group)) => metrics.sample_group(group.lag, group.pending),
             Ok(None) => metrics.sample_group(Some(0), 0),
             Err(error) => tracing::debug!(%error, "cannot sample the group's lag"),
@@ -284,13 +339,13 @@ async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn ready(State(state): State<AppState>) -> (StatusCode, String) {
-    match group_exists(&state).await {
-        Ok(true) => (StatusCode::OK, "ready\n".to_owned()),
-        Ok(false) => (
+    match state.group.group_info().await {
+        Ok(Some(_)) => (StatusCode::OK, "ready\n".to_owned()),
+        Ok(None) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
                 "consumer group `{}` does not exist yet\n",
-                state.names.group
+                state.group.names.group
             ),
         ),
         Err(error) => (
@@ -300,25 +355,15 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, String) {
     }
 }
 
-async fn group_exists(state: &AppState) -> redis::RedisResult<bool> {
-    Ok(group_info(&state.redis, &state.names).await?.is_some())
-}
-
 /// The group's line of `XINFO GROUPS`; `None` if the stream or group is missing.
 async fn group_info(
-    redis: &redis::Client,
+    connection: &mut MultiplexedConnection,
     names: &Names,
-) -> redis::RedisResult<Option<redis::streams::StreamInfoGroup>> {
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(1)))
-        .set_response_timeout(Some(Duration::from_secs(1)));
-    let mut connection = redis
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
+) -> redis::RedisResult<Option<StreamInfoGroup>> {
     let groups: redis::streams::StreamInfoGroupsReply = match redis::cmd("XINFO")
         .arg("GROUPS")
         .arg(&names.stream)
-        .query_async(&mut connection)
+        .query_async(connection)
         .await
     {
         Ok(groups) => groups,
