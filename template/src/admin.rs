@@ -375,27 +375,24 @@ impl Admin {
         force: bool,
         dry_run: bool,
     ) -> Result<TrimReport, AdminError> {
-        let (kind, threshold, first_kept) = match to {
-            TrimTo::MaxLen(keep) => {
-                let kept = self.nth_newest(*keep).await?;
-                ("MAXLEN", keep.to_string(), kept)
-            }
-            TrimTo::MinId(id) => ("MINID", id.clone(), Some(id.clone())),
+        let (kind, threshold, cut) = match to {
+            TrimTo::MaxLen(keep) => ("MAXLEN", keep.to_string(), self.cut_keeping(*keep).await?),
+            TrimTo::MinId(id) => ("MINID", id.clone(), Some(Cut::Before(id.clone()))),
             TrimTo::MaxAge(age) => {
                 let now = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .unwrap_or_default();
-                let cutoff = now.saturating_sub(*age).as_millis();
-                ("MINID", format!("{cutoff}-0"), Some(format!("{cutoff}-0")))
+                let cutoff = format!("{}-0", now.saturating_sub(*age).as_millis());
+                ("MINID", cutoff.clone(), Some(Cut::Before(cutoff)))
             }
         };
-        let would_drop = match &first_kept {
-            Some(id) => self.count_range("-", &format!("({id}"), id).await?,
-            None => 0,
-        };
-        let (unprocessed, groups) = match &first_kept {
-            Some(id) => self.unprocessed_before(id).await?,
-            None => (0, Vec::new()),
+        let (would_drop, unprocessed, groups) = match &cut {
+            Some(cut) => {
+                let would_drop = self.count_range("-", &cut.range_end()).await?;
+                let (unprocessed, groups) = self.unprocessed_before(cut).await?;
+                (would_drop, unprocessed, groups)
+            }
+            None => (0, 0, Vec::new()),
         };
         if unprocessed > 0 && !force {
             return Err(AdminError::WouldDropUnprocessed {
@@ -421,9 +418,10 @@ impl Admin {
         })
     }
 
-    /// The ID of the `keep`-th newest entry: the first one `MAXLEN keep`
-    /// keeps; `None` if the stream is not longer than that.
-    async fn nth_newest(&mut self, keep: u64) -> Result<Option<String>, AdminError> {
+    /// Where `MAXLEN keep` cuts: before the `keep`-th newest entry, or
+    /// through the newest one when `keep` is 0; `None` if the stream is not
+    /// longer than `keep`.
+    async fn cut_keeping(&mut self, keep: u64) -> Result<Option<Cut>, AdminError> {
         let length: u64 = redis::cmd("XLEN")
             .arg(&self.stream)
             .query_async(&mut self.connection)
@@ -435,7 +433,7 @@ impl Admin {
             return Ok(
                 edge(&mut self.connection, "XREVRANGE", &self.stream, "+", "-")
                     .await?
-                    .map(|last| format!("{last}+")),
+                    .map(Cut::Through),
             );
         }
         let reply: redis::Value = redis::cmd("XREVRANGE")
@@ -446,29 +444,20 @@ impl Admin {
             .arg(keep)
             .query_async(&mut self.connection)
             .await?;
-        Ok(parse_range(reply)?.last().map(|entry| entry.id.clone()))
+        Ok(parse_range(reply)?
+            .last()
+            .map(|entry| Cut::Before(entry.id.clone())))
     }
 
-    /// Entries with IDs from `start` up to, not including, `limit` (an ID;
-    /// a trailing `+` means "after this ID" and includes it).
-    async fn count_range(
-        &mut self,
-        start: &str,
-        end: &str,
-        limit: &str,
-    ) -> Result<u64, AdminError> {
-        let end = if let Some(last) = limit.strip_suffix('+') {
-            last.to_owned()
-        } else {
-            end.to_owned()
-        };
+    /// Entries with IDs from `start` to `end`, as `XRANGE` takes them.
+    async fn count_range(&mut self, start: &str, end: &str) -> Result<u64, AdminError> {
         let mut count = 0;
         let mut from = start.to_owned();
         loop {
             let reply: redis::Value = redis::cmd("XRANGE")
                 .arg(&self.stream)
                 .arg(&from)
-                .arg(&end)
+                .arg(end)
                 .arg("COUNT")
                 .arg(PAGE)
                 .query_async(&mut self.connection)
@@ -482,12 +471,9 @@ impl Admin {
         }
     }
 
-    /// Entries before `first_kept` that some group still needs: pending, or
-    /// after its last delivered ID. Returns the count and the groups.
-    async fn unprocessed_before(
-        &mut self,
-        first_kept: &str,
-    ) -> Result<(u64, Vec<String>), AdminError> {
+    /// Entries `cut` drops that some group still needs: pending, or after
+    /// its last delivered ID. Returns the count and the groups.
+    async fn unprocessed_before(&mut self, cut: &Cut) -> Result<(u64, Vec<String>), AdminError> {
         let reply: StreamInfoGroupsReply = match redis::cmd("XINFO")
             .arg("GROUPS")
             .arg(&self.stream)
@@ -498,11 +484,7 @@ impl Admin {
             Err(_) if !self.stream_exists().await? => return Ok((0, Vec::new())),
             Err(error) => return Err(error.into()),
         };
-        let limit = first_kept.strip_suffix('+');
-        let end = match limit {
-            Some(last) => last.to_owned(),
-            None => format!("({first_kept}"),
-        };
+        let end = cut.range_end();
         let mut worst = 0;
         let mut groups = Vec::new();
         for group in reply.groups {
@@ -517,7 +499,7 @@ impl Admin {
                 }
                 _ => format!("({}", group.last_delivered_id),
             };
-            let at_risk = self.count_range(&oldest_needed, &end, first_kept).await?;
+            let at_risk = self.count_range(&oldest_needed, &end).await?;
             // Acknowledged entries between the oldest pending one and the
             // cut are counted too: an upper bound, on the safe side.
             if at_risk > 0 {
@@ -531,6 +513,25 @@ impl Admin {
     /// The configured group's name, for messages.
     pub fn group(&self) -> &str {
         &self.group
+    }
+}
+
+/// Where a trim cuts the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Cut {
+    /// Entries before this ID go; it stays.
+    Before(String),
+    /// Entries up to and including this ID go.
+    Through(String),
+}
+
+impl Cut {
+    /// The `XRANGE` end that covers exactly the entries that go.
+    fn range_end(&self) -> String {
+        match self {
+            Cut::Before(id) => format!("({id}"),
+            Cut::Through(id) => id.clone(),
+        }
     }
 }
 

@@ -242,6 +242,13 @@ async fn trim_refuses_to_drop_unprocessed_entries_without_force() {
 
     let out = stdout(&cli(&settings, &["trim", "--max-age", "1h"], None));
     assert!(out.contains("removed 0"), "{out}");
+
+    // MAXLEN 0 cuts through the newest entry: all four would go, unread.
+    let all = admin
+        .trim(&TrimTo::MaxLen(0), true, true, true)
+        .await
+        .unwrap();
+    assert_eq!((all.would_drop, all.unprocessed, all.removed), (4, 4, 0));
 }
 
 #[test]
