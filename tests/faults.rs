@@ -544,12 +544,13 @@ fn json_number(line: &str, key: &str) -> Option<u64> {
 /// entry is processed, nothing stays pending, and only entries that were
 /// pending at the kill are processed twice.
 ///
-/// The bound on duplicates is `batch_size`: between two steps nothing is in
-/// flight and one step reads at most `batch_size` entries and acknowledges
-/// them with one `XACK`, so at the kill the consumer's pending list holds at
-/// most one batch. Only those entries can have been recorded without being
-/// acknowledged. (The test asserts the exact form: every duplicate was in
-/// that pending list, and was processed exactly twice.)
+/// The bounds: one step reads at most `batch_size` entries and acknowledges
+/// them with one `XACK`, and while it processes a full batch the next one
+/// is read ahead, unprocessed. So at the kill the consumer's pending list
+/// holds at most two batches, and only the one in flight can have been
+/// recorded without being acknowledged: at most `batch_size` duplicates.
+/// (The test asserts the exact form: every duplicate was in that pending
+/// list, and was processed exactly twice.)
 #[test]
 fn kill_9_mid_drain_then_restart_replays_own_pending() {
     const ENTRIES: usize = 10_000;
@@ -578,8 +579,8 @@ fn kill_9_mid_drain_then_restart_replays_own_pending() {
     );
     let pending_at_kill = scenario.pending_ids(Some("w1"));
     assert!(
-        pending_at_kill.len() <= BATCH,
-        "w1 held {} entries at the kill, more than one batch of {BATCH}",
+        pending_at_kill.len() <= 2 * BATCH,
+        "w1 held {} entries at the kill, more than two batches of {BATCH}",
         pending_at_kill.len()
     );
 
@@ -1159,17 +1160,17 @@ fn deleted_stream_gets_its_group_back() {
             let noticed = !scenario
                 .log_lines(worker, "the consumer group is gone")
                 .is_empty();
+            // Logged just after XGROUP CREATE returned: wait for the line too.
+            let created = scenario.log_lines(worker, "consumer group created").len();
             match scenario.group() {
-                Some(group) if noticed => Ok(group),
-                other => Err(format!("noticed: {noticed}, group: {other:?}")),
+                Some(group) if noticed && created >= 2 => Ok(group),
+                other => Err(format!(
+                    "noticed: {noticed}, logged as created {created} time(s), group: {other:?}"
+                )),
             }
         },
     );
     let recreated_in = deleted_at.elapsed();
-    assert!(
-        scenario.log_lines(worker, "consumer group created").len() >= 2,
-        "the group was not logged as created again"
-    );
 
     let second: Vec<String> = (100..200).map(|n| data(n, "none", 0)).collect();
     let second_ids = scenario.add(&second);
