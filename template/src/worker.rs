@@ -266,6 +266,10 @@ impl<H: Handler> Worker<H> {
     /// One unit of work: finishes acknowledgements a failed step left, makes
     /// sure the group exists, then reads from the next source, processes what
     /// it got and acknowledges it.
+    ///
+    /// After a full batch of new entries a read ahead may be left for the
+    /// next step; a worker dropped between steps leaves its entries pending
+    /// for a replay or a claim. [`Worker::run`] finishes it at shutdown.
     pub async fn step(&mut self) -> Result<StepReport, Error> {
         self.flush().await?;
         if !self.group_ready {
