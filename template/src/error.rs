@@ -27,15 +27,18 @@ impl Error {
     /// after a pause, may succeed.
     pub fn is_connection(&self) -> bool {
         match self {
-            Self::Redis(error) => {
-                error.is_io_error()
-                    || error.is_connection_dropped()
-                    || error.is_connection_refusal()
-                    || error.is_timeout()
-                    || error.is_unrecoverable_error()
-                    || error.code() == Some("LOADING")
-            }
+            Self::Redis(error) => connection_failed(error),
             Self::Reply { .. } => false,
         }
     }
+}
+
+/// See [`Error::is_connection`].
+pub(crate) fn connection_failed(error: &redis::RedisError) -> bool {
+    error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_timeout()
+        || error.is_unrecoverable_error()
+        || error.code() == Some("LOADING")
 }

@@ -26,6 +26,7 @@ use redis::streams::StreamInfoGroup;
 use serde::{Deserialize, Serialize};
 
 use crate::consumer::Names;
+use crate::error::connection_failed;
 use crate::observe::{Observer, Outcome};
 
 /// Where the endpoints listen.
@@ -246,7 +247,7 @@ impl GroupProbe {
         let mut kept = self.connection.lock().await;
         if let Some(connection) = kept.as_mut() {
             match group_info(connection, &self.names).await {
-                Err(error) if is_connection(&error) => *kept = None,
+                Err(error) if connection_failed(&error) => *kept = None,
                 answer => return answer,
             }
         }
@@ -259,19 +260,11 @@ impl GroupProbe {
                 .await?,
         );
         let answer = group_info(connection, &self.names).await;
-        if matches!(&answer, Err(error) if is_connection(error)) {
+        if matches!(&answer, Err(error) if connection_failed(error)) {
             *kept = None;
         }
         answer
     }
-}
-
-fn is_connection(error: &redis::RedisError) -> bool {
-    error.is_io_error()
-        || error.is_connection_dropped()
-        || error.is_connection_refusal()
-        || error.is_timeout()
-        || error.is_unrecoverable_error()
 }
 
 /// Starts the HTTP endpoints in the background; returns the address they
