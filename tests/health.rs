@@ -4,7 +4,8 @@
 //!
 //! - `/healthz` answers 200 throughout: the process is alive;
 //! - `/readyz` answers 200 once the consumer group exists, 503 while Redis
-//!   is down, and 200 again once Redis is back;
+//!   is down, and 200 again once Redis is back; its probes share one kept
+//!   connection;
 //! - `/metrics` counts the processed entries.
 //!
 //! Plain HTTP/1.1 over `std::net::TcpStream`, no client library.
@@ -34,6 +35,9 @@ const READY_AGAIN_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Entries sent, to be counted in `/metrics`.
 const ENTRIES: usize = 5;
+
+/// `/readyz` probes in a row that must not each open a Redis connection.
+const PROBES: u64 = 20;
 
 #[test]
 fn readyz_follows_redis_and_healthz_stays_up() {
@@ -101,6 +105,19 @@ fn readyz_follows_redis_and_healthz_stays_up() {
         },
     );
 
+    // Probes reuse one kept connection instead of connecting each time.
+    let mut info = redis.connect();
+    let connections_before = connections_received(&mut info);
+    for _ in 0..PROBES {
+        expect_status(get("/readyz"), 200).unwrap_or_else(|error| panic!("/readyz: {error}"));
+    }
+    let new_connections = connections_received(&mut info) - connections_before;
+    assert!(
+        new_connections <= 1,
+        "{PROBES} /readyz probes opened {new_connections} Redis connections"
+    );
+    drop(info);
+
     // Redis goes away: not ready, still alive.
     redis.kill();
     let down = Instant::now();
@@ -146,6 +163,15 @@ fn readyz_follows_redis_and_healthz_stays_up() {
         recovered_in.as_secs_f64(),
         started.elapsed().as_secs_f64()
     ));
+}
+
+/// `total_connections_received` of `INFO stats`.
+fn connections_received(connection: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("stats").query(connection).unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("total_connections_received:"))
+        .and_then(|count| count.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no total_connections_received in {info}"))
 }
 
 /// `Ok(())` if the response has `status`, else what it was.
