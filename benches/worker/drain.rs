@@ -1,0 +1,177 @@
+//! Drain throughput: a pre-filled stream drained by a worker, and by a
+//! minimal reference consumer in this process for comparison.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use redis::Value;
+
+use crate::builds::Built;
+use crate::common::RedisServer;
+use crate::options::Options;
+use crate::report::{mib, thousands};
+use crate::usage::{CpuUse, CpuWatch, status_kb};
+use crate::workload::{
+    DRAIN_POLL, GROUP, STREAM, drained, group_info, prefill, spawn_worker, stop,
+};
+
+/// `COUNT` of the reference consumer's reads.
+pub const REFERENCE_COUNT: usize = 1_000;
+/// The longest one drain may take before the benchmark gives up.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(900);
+
+/// One drain of the pre-filled stream.
+#[derive(Debug, Clone, Copy)]
+pub struct Drain {
+    pub seconds: f64,
+    pub rate: f64,
+    /// The worker's `VmHWM` at the end, kB.
+    pub peak_rss_kb: Option<u64>,
+    pub cpu: CpuUse,
+}
+
+pub fn drain_worker(built: &Built, options: &Options) -> (Drain, CpuUse) {
+    let redis = RedisServer::start();
+    prefill(&redis, options.entries);
+    let mut poll = redis.connect();
+    let mut watch = CpuWatch::start();
+    if let Some(pid) = redis.pid() {
+        watch.watch("redis", pid, false);
+    }
+    let started = Instant::now();
+    let mut worker = spawn_worker(
+        built.name,
+        &built.binary,
+        &redis,
+        options,
+        &options.wrapper(),
+        &[],
+    );
+    watch.watch("worker", worker.pid(), true);
+    loop {
+        worker.assert_running();
+        if drained(&mut poll, options.entries) {
+            break;
+        }
+        assert!(
+            started.elapsed() < DRAIN_DEADLINE,
+            "{} did not drain {} entries within {DRAIN_DEADLINE:?}; group: {:?}",
+            built.name,
+            options.entries,
+            group_info(&mut poll)
+        );
+        thread::sleep(DRAIN_POLL);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let peak_rss_kb = status_kb(worker.pid(), "VmHWM");
+    let cpu = watch.finish();
+    stop(worker);
+    let drain = Drain {
+        seconds,
+        rate: options.entries as f64 / seconds,
+        peak_rss_kb,
+        cpu,
+    };
+    (drain, cpu)
+}
+
+/// The IDs of an `XREADGROUP` reply (RESP2 array or RESP3 map).
+pub fn entry_ids(reply: Value) -> Vec<String> {
+    let streams: Vec<Value> = match reply {
+        Value::Nil => Vec::new(),
+        Value::Map(pairs) => pairs.into_iter().map(|(_, entries)| entries).collect(),
+        Value::Array(streams) => streams
+            .into_iter()
+            .filter_map(|stream| match stream {
+                Value::Array(mut pair) => pair.pop(),
+                _ => None,
+            })
+            .collect(),
+        other => panic!("unexpected XREADGROUP reply {other:?}"),
+    };
+    let mut ids = Vec::new();
+    for entries in streams {
+        let Value::Array(entries) = entries else {
+            continue;
+        };
+        for entry in entries {
+            if let Value::Array(parts) = entry
+                && let Some(Value::BulkString(id)) = parts.into_iter().next()
+            {
+                ids.push(String::from_utf8(id).expect("an ASCII entry ID"));
+            }
+        }
+    }
+    ids
+}
+
+pub fn drain_reference(options: &Options) -> (Drain, CpuUse) {
+    let redis = RedisServer::start();
+    prefill(&redis, options.entries);
+    let mut watch = CpuWatch::start();
+    if let Some(pid) = redis.pid() {
+        watch.watch("redis", pid, false);
+    }
+    let started = Instant::now();
+    let mut connection = redis.connect();
+    redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(STREAM)
+        .arg(GROUP)
+        .arg("0")
+        .exec(&mut connection)
+        .expect("XGROUP CREATE");
+    let mut consumed = 0;
+    loop {
+        let reply: Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg("c")
+            .arg("COUNT")
+            .arg(REFERENCE_COUNT)
+            .arg("STREAMS")
+            .arg(STREAM)
+            .arg(">")
+            .query(&mut connection)
+            .expect("XREADGROUP");
+        let ids = entry_ids(reply);
+        if ids.is_empty() {
+            break;
+        }
+        consumed += ids.len();
+        let _: u64 = redis::cmd("XACK")
+            .arg(STREAM)
+            .arg(GROUP)
+            .arg(&ids)
+            .query(&mut connection)
+            .expect("XACK");
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu = watch.finish();
+    assert_eq!(consumed, options.entries, "the reference consumer's count");
+    assert!(
+        drained(&mut connection, options.entries),
+        "the reference consumer left work: {:?}",
+        group_info(&mut connection)
+    );
+    let drain = Drain {
+        seconds,
+        rate: options.entries as f64 / seconds,
+        peak_rss_kb: None,
+        cpu,
+    };
+    (drain, cpu)
+}
+
+pub fn describe_drain(drain: &Drain) -> String {
+    let peak = drain
+        .peak_rss_kb
+        .map(|kb| format!(", peak RSS {}", mib(kb)))
+        .unwrap_or_default();
+    format!(
+        "{:.2}s = {}/s{peak}; {}",
+        drain.seconds,
+        thousands(drain.rate),
+        drain.cpu.describe()
+    )
+}
