@@ -20,6 +20,18 @@ pub const REFERENCE_COUNT: usize = 1_000;
 /// The longest one drain may take before the benchmark gives up.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(900);
 
+/// The drains of every run, per consumer, in run order.
+#[derive(Debug, Default)]
+pub struct Drains {
+    pub reference: Vec<Drain>,
+    /// `bench-default` (validation on).
+    pub default: Vec<Drain>,
+    /// `bench-raw` (validation off).
+    pub raw: Vec<Drain>,
+    /// The `--extra-worker` binary.
+    pub extra: Vec<Drain>,
+}
+
 /// One drain of the pre-filled stream.
 #[derive(Debug, Clone, Copy)]
 pub struct Drain {

@@ -103,7 +103,7 @@ use std::time::Instant;
 use builds::{Built, LATENCY_LOGIC, build, cold_build};
 use calm::least_disturbed;
 use common::note;
-use drain::{Drain, describe_drain, drain_reference, drain_worker};
+use drain::{Drains, describe_drain, drain_reference, drain_worker};
 use latency::Latency;
 use machine::{Machine, load_averages};
 use options::Options;
@@ -168,10 +168,7 @@ fn main() -> ExitCode {
             raw,
             latency_worker,
             extra,
-            reference_drains: drains.reference,
-            default_drains: drains.default,
-            raw_drains: drains.raw,
-            extra_drains: drains.extra,
+            drains,
             latency,
             startups,
             cold,
@@ -193,15 +190,6 @@ fn given_binary(flag: &str, path: &Path) -> Built {
         binary: path.to_owned(),
         dependencies: 0,
     }
-}
-
-/// The drains of every run, per consumer.
-#[derive(Default)]
-struct Drains {
-    reference: Vec<Drain>,
-    default: Vec<Drain>,
-    raw: Vec<Drain>,
-    extra: Vec<Drain>,
 }
 
 /// `--runs` rounds of drains; each round drains with the reference, the

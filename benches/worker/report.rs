@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use crate::builds::{Built, ColdBuild};
-use crate::drain::{Drain, REFERENCE_COUNT};
+use crate::drain::{Drain, Drains, REFERENCE_COUNT};
 use crate::latency::Latency;
 use crate::machine::{Machine, load_averages};
 use crate::options::Options;
@@ -16,16 +16,15 @@ pub struct Results {
     pub machine: Machine,
     /// The load averages when the run began.
     pub load_at_start: String,
+    /// `bench-default`: the default variant (validation on).
     pub default: Option<Built>,
+    /// `bench-raw`: validation off.
     pub raw: Option<Built>,
+    /// `bench-latency`, or the `--latency-worker` binary.
     pub latency_worker: Option<Built>,
     /// The `--extra-worker` binary.
     pub extra: Option<Built>,
-    /// The drains of each consumer, one per run, in run order.
-    pub reference_drains: Vec<Drain>,
-    pub default_drains: Vec<Drain>,
-    pub raw_drains: Vec<Drain>,
-    pub extra_drains: Vec<Drain>,
+    pub drains: Drains,
     pub latency: Option<Latency>,
     /// The start-ups of each built worker, by its name.
     pub startups: Vec<(&'static str, Vec<Startup>)>,
@@ -41,14 +40,18 @@ pub fn print(options: &Options, results: &Results) {
         raw,
         latency_worker,
         extra,
-        reference_drains,
-        default_drains,
-        raw_drains,
-        extra_drains,
+        drains:
+            Drains {
+                reference: reference_drains,
+                default: default_drains,
+                raw: raw_drains,
+                extra: extra_drains,
+            },
         latency: latency_result,
         startups,
         cold,
     } = results;
+
     // The table.
     let mut table = String::new();
     let _ = writeln!(table, "| Figure | Value | Target | Met? |");
