@@ -1,7 +1,8 @@
-//! The interactive questions, answered on a pseudo-terminal through
 //! cargo-generate's own command line (the `cargo-generate` binary of this
-//! package): a refused answer is asked again at its prompt, and the project
-//! that comes out is the one `--silent` generates from the same answers.
+//! package), as a user runs it: the interactive questions answered on a
+//! pseudo-terminal, where a refused answer is asked again and the project
+//! that comes out is the one `--silent` generates from the same answers; and
+//! a project generated again from its recorded `template-values.toml`.
 
 mod common;
 
@@ -120,23 +121,7 @@ fn a_refused_answer_is_asked_again_and_the_project_matches_the_silent_one() {
 
     let prompted = destination.join("prompted-worker");
     let silent = generate_with("prompted-worker", ANSWERS);
-    let prompted_files = relative_files(&prompted);
-    let silent_files = relative_files(silent.path());
-    assert_eq!(
-        prompted_files, silent_files,
-        "the prompted and the --silent project have different files"
-    );
-    for file in &prompted_files {
-        let from_prompts = fs::read(prompted.join(file)).unwrap();
-        let from_silent = fs::read(silent.path().join(file)).unwrap();
-        assert!(
-            from_prompts == from_silent,
-            "{} differs between the prompted and the --silent project:\n--- prompted\n{}\n--- silent\n{}",
-            file.display(),
-            String::from_utf8_lossy(&from_prompts),
-            String::from_utf8_lossy(&from_silent),
-        );
-    }
+    assert_same_tree(silent.path(), &prompted);
     // The answers really were taken (not the defaults on both sides).
     let settings = silent.read("src/settings.rs");
     assert!(
@@ -144,6 +129,94 @@ fn a_refused_answer_is_asked_again_and_the_project_matches_the_silent_one() {
         "{settings}"
     );
     assert!(silent.read("config.yaml").contains("0.0.0.0:9100"));
+}
+
+#[test]
+fn a_project_generated_again_from_its_recorded_answers_is_the_same() {
+    let answers = [
+        ("stream", "orders:v1"),
+        ("consumer_name", "billing-1"),
+        ("author", "Ada Lovelace"),
+        ("use_serde_validation", "false"),
+        ("metrics_addr", "[::1]:9100"),
+    ];
+    let first = generate_with("recorded-worker", &answers);
+
+    // As the README's update path runs it.
+    let work = tempfile::Builder::new()
+        .prefix("template-values-")
+        .tempdir_in(std::env::temp_dir())
+        .unwrap();
+    let destination = work.path().join("update");
+    let mut command = cargo_generate(work.path(), "recorded-worker", &destination);
+    command
+        .arg("--silent")
+        .arg("--values-file")
+        .arg(first.path().join("template-values.toml"));
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "cargo-generate --values-file failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_same_tree(first.path(), &destination.join("recorded-worker"));
+}
+
+/// `cargo-generate generate` for the project `name` from a copy of the
+/// repository made under `work`, into `destination` (created), with the
+/// harness's own empty configuration and no `CARGO_GENERATE_*` values from
+/// the environment.
+fn cargo_generate(work: &Path, name: &str, destination: &Path) -> Command {
+    let source = work.join("template-repo");
+    copy_source(repo_root(), &source);
+    let app_config = work.join("cargo-generate-app.toml");
+    fs::write(&app_config, "").unwrap();
+    fs::create_dir(destination).unwrap();
+
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cargo-generate"));
+    command
+        .arg("generate")
+        .arg("--path")
+        .arg(&source)
+        .arg("template")
+        .args(["--name", name, "--vcs", "none", "--no-workspace"])
+        .arg("--config")
+        .arg(&app_config)
+        .arg("--destination")
+        .arg(destination)
+        .env_remove("CARGO_GENERATE_TEMPLATE_VALUES_FILE");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CARGO_GENERATE_VALUE_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+/// The same files with the same bytes under `expected` and `actual`.
+fn assert_same_tree(expected: &Path, actual: &Path) {
+    let expected_files = relative_files(expected);
+    assert_eq!(
+        expected_files,
+        relative_files(actual),
+        "{} and {} have different files",
+        expected.display(),
+        actual.display()
+    );
+    for file in &expected_files {
+        let want = fs::read(expected.join(file)).unwrap();
+        let got = fs::read(actual.join(file)).unwrap();
+        assert!(
+            want == got,
+            "{} differs:\n--- {}\n{}\n--- {}\n{}",
+            file.display(),
+            expected.display(),
+            String::from_utf8_lossy(&want),
+            actual.display(),
+            String::from_utf8_lossy(&got),
+        );
+    }
 }
 
 /// Waits for `needle` in the session's output, which is kept in `seen` so
