@@ -317,8 +317,32 @@ fn a_metrics_address_that_is_not_an_ip_and_port_is_refused() {
         "1.2.3:9464",
         "[::1:9464",
         "[fe80::g]:9464",
+        "[:::1]:9464",
+        "[1::2::3]:9464",
+        "[12345::1]:9464",
+        "[1:2:3:4:5:6:7]:9464",
+        "[1:2:3:4:5:6:7:8:9]:9464",
     ] {
         assert_refused("metrics_addr", value, rule);
+    }
+}
+
+#[test]
+fn ip_addresses_and_ports_are_accepted_as_the_metrics_address() {
+    for value in [
+        "0.0.0.0:0",
+        "255.255.255.255:65535",
+        "[::]:9464",
+        "[fe80::1]:9464",
+        "[1:2:3:4:5:6:7:8]:9464",
+        "[::ffff:a00:1]:9464",
+    ] {
+        let destination = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+        let result = try_generate("my-worker", &[("metrics_addr", value)], destination.path());
+        assert!(
+            result.is_ok(),
+            "metrics_addr={value:?} was refused: {result:?}"
+        );
     }
 }
 
