@@ -37,37 +37,9 @@ fn a_refused_answer_is_asked_again_and_the_project_matches_the_silent_one() {
         .prefix("template-prompts-")
         .tempdir_in(std::env::temp_dir())
         .unwrap();
-    let source = work.path().join("template-repo");
-    copy_source(repo_root(), &source);
-    let app_config = work.path().join("cargo-generate-app.toml");
-    fs::write(&app_config, "").unwrap();
     let destination = work.path().join("out");
-    fs::create_dir(&destination).unwrap();
-
-    let mut command = Command::new(env!("CARGO_BIN_EXE_cargo-generate"));
-    command
-        .arg("generate")
-        .arg("--path")
-        .arg(&source)
-        .arg("template")
-        .args([
-            "--name",
-            "prompted-worker",
-            "--vcs",
-            "none",
-            "--no-workspace",
-        ])
-        .arg("--config")
-        .arg(&app_config)
-        .arg("--destination")
-        .arg(&destination)
-        .env("TERM", "xterm")
-        .env_remove("CARGO_GENERATE_TEMPLATE_VALUES_FILE");
-    for (key, _) in std::env::vars() {
-        if key.starts_with("CARGO_GENERATE_VALUE_") {
-            command.env_remove(key);
-        }
-    }
+    let mut command = cargo_generate(work.path(), "prompted-worker", &destination);
+    command.env("TERM", "xterm");
     let options = Options::new()
         .timeout_ms(Some(PROMPT_TIMEOUT_MS))
         .strip_ansi_escape_codes(true);
