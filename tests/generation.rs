@@ -218,3 +218,225 @@ fn unusual_names_reach_every_case() {
         assert!(settings.contains(line), "src/settings.rs lacks {line}");
     }
 }
+
+const NAME_RULES: &[(&str, &str)] = &[
+    ("async", "`async` is a Rust keyword and cannot name a crate"),
+    ("Self", "`self` is a Rust keyword and cannot name a crate"),
+    ("crate", "`crate` is a Rust keyword and cannot name a crate"),
+    ("super", "`super` is a Rust keyword and cannot name a crate"),
+    ("gen", "`gen` is a Rust keyword and cannot name a crate"),
+    ("core", "`core` is part of Rust's standard library"),
+    ("std", "`std` is part of Rust's standard library"),
+    ("alloc", "`alloc` is part of Rust's standard library"),
+    (
+        "proc-macro",
+        "`proc_macro` is part of Rust's standard library",
+    ),
+    ("test", "conflicts with Rust's built-in test library"),
+    ("deps", "conflicts with cargo's build directory names"),
+    ("nul", "a reserved Windows file name"),
+    (
+        "redis",
+        "the generated project depends on a crate of that name",
+    ),
+];
+
+#[test]
+fn names_that_cannot_make_this_crate_are_refused_with_the_rule() {
+    for (name, rule) in NAME_RULES {
+        let destination = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+        let Err(error) = try_generate(name, &[], destination.path()) else {
+            panic!("the project name {name:?} was accepted");
+        };
+        let project_name = name.to_lowercase();
+        let expected = format!("invalid value for `project name`: \"{project_name}\" ({rule})");
+        assert!(
+            error.contains(&expected),
+            "{name:?}: expected the error to contain\n  {expected}\ngot:\n  {error}"
+        );
+    }
+}
+
+/// The pre hook refuses project names that clash with a dependency of the
+/// generated crate; its list must follow template/Cargo.toml.
+#[test]
+fn every_dependency_of_the_generated_crate_is_a_refused_name() {
+    let manifest =
+        std::fs::read_to_string(common::repo_root().join("template/Cargo.toml")).unwrap();
+    let mut in_dependencies = false;
+    let mut dependencies = Vec::new();
+    for line in manifest.lines() {
+        if line.starts_with('[') {
+            in_dependencies = line == "[dependencies]";
+            continue;
+        }
+        if !in_dependencies || line.starts_with("{%") || line.starts_with('#') {
+            continue;
+        }
+        if let Some((name, _)) = line.split_once('=') {
+            dependencies.push(name.trim().replace('-', "_"));
+        }
+    }
+    assert!(
+        dependencies.contains(&"tokio".to_owned()),
+        "{dependencies:?}"
+    );
+    for dependency in dependencies {
+        let destination = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+        let result = try_generate(&dependency, &[], destination.path());
+        let Err(error) = result else {
+            panic!(
+                "the project name {dependency:?} (a dependency of the generated crate) was accepted"
+            );
+        };
+        assert!(
+            error.contains("the generated project depends on a crate of that name"),
+            "{dependency:?}: {error}"
+        );
+    }
+}
+
+#[test]
+fn a_redis_url_with_credentials_is_refused() {
+    assert_refused(
+        "redis_url",
+        "redis://:secret@127.0.0.1:6379",
+        "must not hold credentials; give them at run time with REDIS_URL",
+    );
+}
+
+#[test]
+fn a_metrics_address_that_is_not_an_ip_and_port_is_refused() {
+    let rule = "must be an IP address and a port, such as 127.0.0.1:9464 or [::1]:9464";
+    for value in [
+        "localhost:9464",
+        "127.0.0.1",
+        "127.0.0.1:",
+        "127.0.0.1:65536",
+        "256.0.0.1:9464",
+        "1.2.3:9464",
+        "[::1:9464",
+        "[fe80::g]:9464",
+        "[:::1]:9464",
+        "[1::2::3]:9464",
+        "[12345::1]:9464",
+        "[1:2:3:4:5:6:7]:9464",
+        "[1:2:3:4:5:6:7:8:9]:9464",
+    ] {
+        assert_refused("metrics_addr", value, rule);
+    }
+}
+
+#[test]
+fn ip_addresses_and_ports_are_accepted_as_the_metrics_address() {
+    for value in [
+        "0.0.0.0:0",
+        "255.255.255.255:65535",
+        "[::]:9464",
+        "[fe80::1]:9464",
+        "[1:2:3:4:5:6:7:8]:9464",
+        "[::ffff:a00:1]:9464",
+    ] {
+        let destination = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+        let result = try_generate("my-worker", &[("metrics_addr", value)], destination.path());
+        assert!(
+            result.is_ok(),
+            "metrics_addr={value:?} was refused: {result:?}"
+        );
+    }
+}
+
+#[test]
+fn the_metrics_address_reaches_the_edge_files() {
+    let project = generate_with("my-worker", &[("metrics_addr", "[::1]:9100")]);
+    assert!(
+        project
+            .read("config.yaml")
+            .contains(r#"addr: "[::1]:9100""#),
+        "{}",
+        project.read("config.yaml")
+    );
+    assert!(
+        project
+            .read(".env.example")
+            .contains("METRICS_ADDR=[::1]:9100")
+    );
+}
+
+/// The defaults of the questions behind `customize`, as cargo-generate.toml
+/// shows them at the prompts: `(key, default)`.
+fn prompted_defaults() -> Vec<(String, String)> {
+    let config = std::fs::read_to_string(common::repo_root().join("cargo-generate.toml")).unwrap();
+    let mut key = None;
+    let mut defaults = Vec::new();
+    for line in config.lines() {
+        if line.starts_with("[conditional.") {
+            key = line
+                .trim_end_matches(']')
+                .rsplit_once(".placeholders.")
+                .map(|(_, key)| key.to_owned());
+        } else if let (Some(current), Some(value)) = (&key, line.strip_prefix("default = ")) {
+            defaults.push((current.clone(), value.trim_matches('"').to_owned()));
+        }
+    }
+    defaults
+}
+
+/// A question that is not asked gets from the pre hook the default its
+/// prompt shows; template-values.toml records it.
+#[test]
+fn unasked_questions_get_the_defaults_their_prompts_show() {
+    let defaults = prompted_defaults();
+    assert!(defaults.len() >= 9, "{defaults:?}");
+    let project = generate_with("my-worker", &[]);
+    let recorded = recorded_values(&project.read("template-values.toml"));
+    for (key, default) in defaults {
+        let value = recorded
+            .iter()
+            .find(|(recorded_key, _)| *recorded_key == key)
+            .map(|(_, value)| value.as_str());
+        assert_eq!(value, Some(default.as_str()), "`{key}`");
+    }
+}
+
+/// The `key = value` lines of template-values.toml's `[values]`, strings
+/// unquoted.
+fn recorded_values(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .skip_while(|line| *line != "[values]")
+        .skip(1)
+        .filter_map(|line| line.split_once(" = "))
+        .map(|(key, value)| (key.to_owned(), value.trim_matches('"').to_owned()))
+        .collect()
+}
+
+#[test]
+fn the_project_records_the_template_version_and_its_answers() {
+    let answers = [
+        ("stream", "orders:v1"),
+        ("consumer_group", "billing-workers"),
+        ("block_timeout", "250"),
+        ("author", "Ada Lovelace"),
+        ("use_serde_validation", "false"),
+        ("add_metrics", "false"),
+        ("metrics_addr", "[::1]:9100"),
+    ];
+    let project = generate_with("recorded-worker", &answers);
+    let version = env!("CARGO_PKG_VERSION");
+    let manifest = project.read("Cargo.toml");
+    assert!(
+        manifest.contains(&format!(
+            "[package.metadata.template]\nname = \"redis-streams-worker\"\nversion = \"{version}\"\n"
+        )),
+        "{manifest}"
+    );
+    let values = project.read("template-values.toml");
+    assert!(values.contains(&format!("version {version}")), "{values}");
+    let recorded = recorded_values(&values);
+    for (key, value) in answers {
+        assert!(
+            recorded.contains(&(key.to_owned(), value.to_owned())),
+            "`{key}` = {value:?} not recorded:\n{values}"
+        );
+    }
+}
