@@ -281,7 +281,7 @@ pub async fn attach<H: Handler>(
     let metrics = Arc::new(Metrics::new(&settings.worker_name, worker.names()));
     let connector = Connector::new(&settings.redis.url)?;
     let names = worker.names().clone();
-    serve(&settings.metrics, metrics.clone(), connector, names).await?;
+    serve(&settings.modules.metrics, metrics.clone(), connector, names).await?;
     Ok(worker.with_observer(metrics))
 }
 

@@ -30,8 +30,10 @@ const CONSUMER_NAME: &str = "{{consumer_name}}";
 const BLOCK_TIMEOUT_MS: u64 = {{block_timeout}};
 
 /// The effective settings of the worker.
+///
+/// Unknown keys are refused at load: within a section by serde, at the top
+/// level by the loader, which knows the optional modules' sections too.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Settings {
     /// The name this worker reports itself by, in logs and labels.
     pub worker_name: String,
@@ -47,10 +49,12 @@ pub struct Settings {
     /// The business logic's own section, declared next to the logic.
     #[serde(default)]
     pub logic: crate::business_logic::LogicSettings,
-    {%- if add_metrics %}
-    /// The Prometheus and health endpoints.
-    pub metrics: crate::metrics::MetricsSettings,
-    {%- endif %}
+    /// The sections of the optional modules generated with this project,
+    /// top-level sections of the config file. [`load`] reads them apart:
+    /// through a flattened field serde would lose the key and the source of
+    /// an error inside them.
+    #[serde(flatten, skip_deserializing)]
+    pub modules: Modules,
 }
 
 /// Log output format.
@@ -62,6 +66,39 @@ pub enum LogFormat {
     /// One JSON object per line.
     Json,
 }
+
+{%- if add_metrics %}
+
+/// The sections of the optional modules generated with this project, each
+/// a top-level section of the config file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Modules {
+    /// The Prometheus and health endpoints.
+    pub metrics: crate::metrics::MetricsSettings,
+}
+
+impl Modules {
+    /// Checks every module's section; the error names the section.
+    pub fn validate(&self) -> Result<(), (&'static str, Refusal)> {
+        self.metrics
+            .validate()
+            .map_err(|refusal| ("metrics", refusal))
+    }
+}
+{%- else %}
+
+/// The sections of the optional modules generated with this project: none
+/// were.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Modules {}
+
+impl Modules {
+    /// Nothing to check.
+    pub fn validate(&self) -> Result<(), (&'static str, Refusal)> {
+        Ok(())
+    }
+}
+{%- endif %}
 
 /// The stream, the group and this process's place in it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -134,9 +171,7 @@ impl Default for Settings {
             redis: RedisSettings::default(),
             worker: WorkerSettings::default(),
             logic: Default::default(),
-            {%- if add_metrics %}
-            metrics: Default::default(),
-            {%- endif %}
+            modules: Modules::default(),
         }
     }
 }

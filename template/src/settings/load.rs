@@ -31,6 +31,14 @@ pub enum SettingsError {
     /// A value could not be read: a wrong type, an unknown key, bad syntax.
     #[error("{}", describe_figment(.0))]
     Load(#[source] Box<figment::Error>),
+    /// A top-level key names no setting.
+    #[error("unknown key `{key}` in {source_name}")]
+    UnknownKey {
+        /// The key.
+        key: String,
+        /// Where it was given.
+        source_name: String,
+    },
     /// A value was read but breaks a rule.
     #[error("invalid `{key}` from {source_name}: {reason}")]
     Invalid {
@@ -71,21 +79,21 @@ impl Loaded {
     /// Where the value of `key` came from: `default`, the file, the
     /// environment variable or `command-line flag`.
     pub fn source_of(&self, key: &str) -> String {
-        let Some(metadata) = self.figment.find_metadata(key) else {
-            return "default".to_owned();
-        };
-        if metadata.name == "environment" {
-            let var = self
-                .env_names
-                .get(key)
-                .cloned()
-                .unwrap_or_else(|| env_name(key));
-            return format!("environment variable {var}");
-        }
-        match &metadata.source {
-            Some(figment::Source::File(path)) => path.display().to_string(),
-            _ => metadata.name.to_string(),
-        }
+        describe_source(&self.figment, &self.env_names, key)
+    }
+}
+
+fn describe_source(figment: &Figment, env_names: &HashMap<String, String>, key: &str) -> String {
+    let Some(metadata) = figment.find_metadata(key) else {
+        return "default".to_owned();
+    };
+    if metadata.name == "environment" {
+        let var = env_names.get(key).cloned().unwrap_or_else(|| env_name(key));
+        return format!("environment variable {var}");
+    }
+    match &metadata.source {
+        Some(figment::Source::File(path)) => path.display().to_string(),
+        _ => metadata.name.to_string(),
     }
 }
 
@@ -150,7 +158,28 @@ pub fn load(
         values: from_flags,
     });
 
-    let settings: Settings = figment
+    let sections: Vec<String> = known_keys(&defaults)
+        .into_iter()
+        .map(|key| key.split('.').next().unwrap_or_default().to_owned())
+        .collect();
+    let given = figment
+        .data()
+        .map_err(|error| SettingsError::Load(Box::new(error)))?;
+    let mut top_level = given
+        .get(&Profile::Default)
+        .into_iter()
+        .flat_map(Dict::keys);
+    if let Some(key) = top_level.find(|key| !sections.contains(key)) {
+        return Err(SettingsError::UnknownKey {
+            key: key.clone(),
+            source_name: describe_source(&figment, &env_names, key),
+        });
+    }
+
+    let mut settings: Settings = figment
+        .extract_lossy()
+        .map_err(|error| SettingsError::Load(Box::new(error)))?;
+    settings.modules = figment
         .extract_lossy()
         .map_err(|error| SettingsError::Load(Box::new(error)))?;
     let loaded = Loaded {
@@ -482,6 +511,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("block_timeout_ms"), "{error}");
+    }
+
+    #[test]
+    fn unknown_top_level_keys_are_refused_too() {
+        let file = write("top.yaml", "log_levle: debug\n");
+        let error = load(Some(&file), env(&[]), vec![]).unwrap_err().to_string();
+        assert!(
+            error.starts_with("unknown key `log_levle` in ") && error.ends_with("top.yaml"),
+            "{error}"
+        );
     }
 
     #[test]

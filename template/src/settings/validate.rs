@@ -20,21 +20,10 @@ pub(super) fn validate(loaded: &Loaded) -> Result<(), SettingsError> {
     s.logic
         .validate()
         .map_err(|refusal| in_section("logic", refusal))?;
-    sections(s).map_err(|(section, refusal)| in_section(section, refusal))
+    s.modules
+        .validate()
+        .map_err(|(section, refusal)| in_section(section, refusal))
 }
-{%- if add_metrics %}
-
-/// The sections of the optional modules.
-fn sections(s: &Settings) -> Result<(), (&'static str, Refusal)> {
-    s.metrics.validate().map_err(|refusal| ("metrics", refusal))
-}
-{%- else %}
-
-/// The sections of the optional modules: none were generated.
-fn sections(_: &Settings) -> Result<(), (&'static str, Refusal)> {
-    Ok(())
-}
-{%- endif %}
 
 /// The rules of the runtime's own settings; keys are dotted in full.
 fn core(s: &Settings) -> Result<(), Refusal> {
