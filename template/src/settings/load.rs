@@ -158,10 +158,12 @@ pub fn load(
         values: from_flags,
     });
 
-    let sections: Vec<String> = known_keys(&defaults)
-        .into_iter()
-        .map(|key| key.split('.').next().unwrap_or_default().to_owned())
-        .collect();
+    // The top-level keys of the defaults, sections without keys of their own
+    // (an empty `logic`) included.
+    let sections: Vec<String> = match serde_json::to_value(&defaults) {
+        Ok(serde_json::Value::Object(map)) => map.into_iter().map(|(key, _)| key).collect(),
+        _ => Vec::new(),
+    };
     let given = figment
         .data()
         .map_err(|error| SettingsError::Load(Box::new(error)))?;
