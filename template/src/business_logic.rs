@@ -1,9 +1,11 @@
 //! The business logic of {{worker_name}}: **the one file to edit.**
 //!
-//! [`{{worker_pascal}}Message`] says what a valid entry looks like and
-//! [`process_business_logic`] what happens to it. The runtime around it
-//! (reading, acknowledging, retrying, dead-lettering, shutdown) needs no
-//! change when this file does.
+//! [`{{worker_pascal}}Message`] says what a valid entry looks like,
+//! [`BusinessLogic::process`] what happens to it, and [`LogicSettings`] what
+//! the logic can be told at start (the `logic` section of the config file,
+//! `LOGIC_*` environment variables). The runtime around it (reading,
+//! acknowledging, retrying, dead-lettering, shutdown, loading settings) needs
+//! no change when this file does.
 //!
 //! What the result means:
 //! - `Ok(())`: the entry is acknowledged.
@@ -15,12 +17,12 @@
 //! - A panic counts as a retryable failure; the worker keeps running.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::entry::Entry;
 use crate::handler::{BoxError, Handler, ProcessError};
-use crate::settings::Settings;
+use crate::settings::{Refusal, Settings};
 use crate::validation::{self, ValidationError};
 
 /// The message type under a short name.
@@ -64,35 +66,65 @@ impl TryFrom<&Entry> for Message {
     }
 }
 
-/// Does the work for one message. Replace the body with yours.
-pub async fn process_business_logic(message: &Message) -> Result<(), ProcessError> {
-    tracing::info!(
-        user_id = message.user_id.as_deref(),
-        produced_at = %message.timestamp,
-        "message processed"
-    );
-    Ok(())
+/// The logic's own settings: the `logic` section of the config file, and
+/// environment variables named `LOGIC_<FIELD>` (`api_url` is
+/// `LOGIC_API_URL`). Add fields here; they are loaded, layered and printed by
+/// `config` like every other setting, and [`LogicSettings::validate`] checks
+/// them at start.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogicSettings {
+    /// An example: where processed messages would be sent; unset, they are
+    /// only logged.
+    pub api_url: Option<String>,
+}
+
+impl LogicSettings {
+    /// The rules of these settings, checked once at start.
+    pub fn validate(&self) -> Result<(), Refusal> {
+        match &self.api_url {
+            Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => Err(
+                Refusal::new("api_url", "must start with http:// or https://"),
+            ),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The handler the worker runs: validates each entry, then calls
-/// [`process_business_logic`].
+/// [`BusinessLogic::process`].
 ///
 /// Shared state of your logic (an HTTP client, a database pool) goes into
 /// this struct, built once at start by [`BusinessLogic::new`].
 #[derive(Debug, Default)]
-pub struct BusinessLogic;
+pub struct BusinessLogic {
+    settings: LogicSettings,
+}
 
 impl BusinessLogic {
-    /// Builds the logic's state from the settings; an error stops the start.
-    pub async fn new(_settings: &Settings) -> Result<Self, BoxError> {
-        Ok(Self)
+    /// Builds the logic's state from its settings; an error stops the start.
+    pub async fn new(settings: &Settings) -> Result<Self, BoxError> {
+        Ok(Self {
+            settings: settings.logic.clone(),
+        })
+    }
+
+    /// Does the work for one message. Replace the body with yours.
+    pub async fn process(&self, message: &Message) -> Result<(), ProcessError> {
+        tracing::info!(
+            user_id = message.user_id.as_deref(),
+            produced_at = %message.timestamp,
+            api_url = self.settings.api_url.as_deref(),
+            "message processed"
+        );
+        Ok(())
     }
 }
 
 impl Handler for BusinessLogic {
     async fn handle(&self, entry: &Entry) -> Result<(), ProcessError> {
         let message = Message::try_from(entry)?;
-        process_business_logic(&message).await
+        self.process(&message).await
     }
 }
 
@@ -132,7 +164,7 @@ mod tests {
 
     #[tokio::test]
     async fn invalid_entries_are_permanent_failures() {
-        let error = BusinessLogic
+        let error = BusinessLogic::default()
             .handle(&Entry::new("1-0", [("data", "42")]))
             .await
             .unwrap_err();
@@ -143,6 +175,24 @@ mod tests {
     #[tokio::test]
     async fn valid_entries_are_processed() {
         let entry = Entry::new("1-0", [("data", r#"{"test":"message"}"#)]);
-        BusinessLogic.handle(&entry).await.unwrap();
+        BusinessLogic::default().handle(&entry).await.unwrap();
+    }
+
+    #[test]
+    fn the_logic_settings_load_and_validate_like_the_others() {
+        let env = |value: &str| vec![("LOGIC_API_URL".to_owned(), value.to_owned())];
+        let loaded = crate::settings::load(None, env("https://api.example.com"), vec![]).unwrap();
+        assert_eq!(
+            loaded.settings.logic.api_url.as_deref(),
+            Some("https://api.example.com")
+        );
+        let error = crate::settings::load(None, env("ftp://x"), vec![])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "invalid `logic.api_url` from environment variable LOGIC_API_URL: \
+             must start with http:// or https://"
+        );
     }
 }

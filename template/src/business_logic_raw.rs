@@ -1,8 +1,11 @@
 //! The business logic of {{worker_name}}: **the one file to edit.**
 //!
-//! [`process_business_logic`] receives each entry as Redis stores it: its ID
-//! and its fields as bytes. The runtime around it (reading, acknowledging,
-//! retrying, dead-lettering, shutdown) needs no change when this file does.
+//! [`BusinessLogic::process`] receives each entry as Redis stores it: its ID
+//! and its fields as bytes; [`LogicSettings`] is what the logic can be told
+//! at start (the `logic` section of the config file, `LOGIC_*` environment
+//! variables). The runtime around it (reading, acknowledging, retrying,
+//! dead-lettering, shutdown, loading settings) needs no change when this file
+//! does.
 //!
 //! What the result means:
 //! - `Ok(())`: the entry is acknowledged.
@@ -12,33 +15,68 @@
 //! - `Err(ProcessError::permanent(e))`: straight to the dead-letter stream.
 //! - A panic counts as a retryable failure; the worker keeps running.
 
+use serde::{Deserialize, Serialize};
+
 use crate::entry::Entry;
 use crate::handler::{BoxError, Handler, ProcessError};
-use crate::settings::Settings;
+use crate::settings::{Refusal, Settings};
 
-/// Does the work for one entry. Replace the body with yours.
-pub async fn process_business_logic(entry: &Entry) -> Result<(), ProcessError> {
-    tracing::info!(fields = entry.fields.len(), "entry processed");
-    Ok(())
+/// The logic's own settings: the `logic` section of the config file, and
+/// environment variables named `LOGIC_<FIELD>` (`api_url` is
+/// `LOGIC_API_URL`). Add fields here; they are loaded, layered and printed by
+/// `config` like every other setting, and [`LogicSettings::validate`] checks
+/// them at start.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogicSettings {
+    /// An example: where processed entries would be sent; unset, they are
+    /// only logged.
+    pub api_url: Option<String>,
 }
 
-/// The handler the worker runs: calls [`process_business_logic`].
+impl LogicSettings {
+    /// The rules of these settings, checked once at start.
+    pub fn validate(&self) -> Result<(), Refusal> {
+        match &self.api_url {
+            Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => Err(
+                Refusal::new("api_url", "must start with http:// or https://"),
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The handler the worker runs: calls [`BusinessLogic::process`].
 ///
 /// Shared state of your logic (an HTTP client, a database pool) goes into
 /// this struct, built once at start by [`BusinessLogic::new`].
 #[derive(Debug, Default)]
-pub struct BusinessLogic;
+pub struct BusinessLogic {
+    settings: LogicSettings,
+}
 
 impl BusinessLogic {
-    /// Builds the logic's state from the settings; an error stops the start.
-    pub async fn new(_settings: &Settings) -> Result<Self, BoxError> {
-        Ok(Self)
+    /// Builds the logic's state from its settings; an error stops the start.
+    pub async fn new(settings: &Settings) -> Result<Self, BoxError> {
+        Ok(Self {
+            settings: settings.logic.clone(),
+        })
+    }
+
+    /// Does the work for one entry. Replace the body with yours.
+    pub async fn process(&self, entry: &Entry) -> Result<(), ProcessError> {
+        tracing::info!(
+            fields = entry.fields.len(),
+            api_url = self.settings.api_url.as_deref(),
+            "entry processed"
+        );
+        Ok(())
     }
 }
 
 impl Handler for BusinessLogic {
     async fn handle(&self, entry: &Entry) -> Result<(), ProcessError> {
-        process_business_logic(entry).await
+        self.process(entry).await
     }
 }
 
@@ -49,6 +87,24 @@ mod tests {
     #[tokio::test]
     async fn any_entry_is_processed() {
         let entry = Entry::new("1-0", [(b"data".to_vec(), vec![0xff, 0xfe])]);
-        BusinessLogic.handle(&entry).await.unwrap();
+        BusinessLogic::default().handle(&entry).await.unwrap();
+    }
+
+    #[test]
+    fn the_logic_settings_load_and_validate_like_the_others() {
+        let env = |value: &str| vec![("LOGIC_API_URL".to_owned(), value.to_owned())];
+        let loaded = crate::settings::load(None, env("https://api.example.com"), vec![]).unwrap();
+        assert_eq!(
+            loaded.settings.logic.api_url.as_deref(),
+            Some("https://api.example.com")
+        );
+        let error = crate::settings::load(None, env("ftp://x"), vec![])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "invalid `logic.api_url` from environment variable LOGIC_API_URL: \
+             must start with http:// or https://"
+        );
     }
 }

@@ -9,13 +9,21 @@
 //!
 //! A non-blocking read can also be sent ahead ([`Consumer::read_ahead`]):
 //! Redis prepares the next batch while the worker processes this one.
+//!
+//! The replies that carry entries are parsed in [`reply`]; the others use
+//! redis-rs's typed replies.
+
+pub(crate) mod reply;
 
 use std::time::Duration;
 
+use redis::Value;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, Value};
+use redis::streams::{StreamInfoConsumersReply, StreamPendingCountReply};
 use tokio::task::JoinHandle;
 
+use self::reply::{parse_autoclaim, parse_entries, parse_read, unexpected};
+use crate::connection::Connector;
 use crate::dead_letter::DeadLetter;
 use crate::entry::Entry;
 use crate::error::Error;
@@ -92,7 +100,7 @@ impl Connections {
 
 /// A member of a consumer group.
 pub struct Consumer {
-    client: Client,
+    connector: Connector,
     names: Names,
     block: Duration,
     connections: Option<Connections>,
@@ -129,9 +137,9 @@ return -1
 impl Consumer {
     /// A consumer that connects on first use. `block` is the `XREADGROUP`
     /// block time.
-    pub fn new(client: Client, names: Names, block: Duration) -> Self {
+    pub fn new(connector: Connector, names: Names, block: Duration) -> Self {
         Self {
-            client,
+            connector,
             names,
             block,
             connections: None,
@@ -143,27 +151,10 @@ impl Consumer {
         &self.names
     }
 
-    /// Connects now if not connected.
-    pub async fn connect(&mut self) -> Result<(), Error> {
-        self.connections().await.map(|_| ())
-    }
-
     async fn connections(&mut self) -> Result<&mut Connections, Error> {
         if self.connections.is_none() {
-            let commands = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(COMMAND_TIMEOUT))
-                .set_response_timeout(Some(COMMAND_TIMEOUT));
-            let reader = commands
-                .clone()
-                .set_response_timeout(Some(self.block + READ_GRACE));
-            let commands = self
-                .client
-                .get_multiplexed_async_connection_with_config(&commands)
-                .await?;
-            let reader = self
-                .client
-                .get_multiplexed_async_connection_with_config(&reader)
-                .await?;
+            let commands = self.connector.connect(COMMAND_TIMEOUT).await?;
+            let reader = self.connector.connect(self.block + READ_GRACE).await?;
             self.connections = Some(Connections { reader, commands });
         }
         // Just filled above when it was empty.
@@ -330,8 +321,8 @@ impl Consumer {
             .arg("+")
             .arg(count)
             .arg(&self.names.consumer);
-        let reply: Value = self.command(&cmd).await?;
-        parse_pending(reply)
+        let reply: StreamPendingCountReply = self.command(&cmd).await?;
+        Ok(reply.ids.into_iter().map(Pending::from).collect())
     }
 
     /// How often each of `ids` was delivered, as Redis counts it; 0 for an
@@ -349,19 +340,20 @@ impl Consumer {
                 .arg(*id)
                 .arg(1);
         }
-        let replies: Vec<Value> = self
+        let replies: Vec<StreamPendingCountReply> = self
             .on(Connections::commands, async |connection| {
                 pipe.query_async(connection).await
             })
             .await?;
-        replies
+        Ok(replies
             .into_iter()
             .map(|reply| {
-                Ok(parse_pending(reply)?
+                reply
+                    .ids
                     .first()
-                    .map_or(0, |pending| pending.deliveries))
+                    .map_or(0, |pending| pending.times_delivered as u64)
             })
-            .collect()
+            .collect())
     }
 
     /// Takes `ids` for this consumer if each is idle for at least `min_idle`;
@@ -424,9 +416,17 @@ impl Consumer {
         cmd.arg("CONSUMERS")
             .arg(&self.names.stream)
             .arg(&self.names.group);
-        let reply: Value = self.command(&cmd).await?;
-        let mut candidates = parse_idle_consumers(reply, millis(idle))?;
-        candidates.retain(|name| *name != self.names.consumer);
+        let reply: StreamInfoConsumersReply = self.command(&cmd).await?;
+        let candidates: Vec<String> = reply
+            .consumers
+            .into_iter()
+            .filter(|consumer| {
+                consumer.pending == 0
+                    && consumer.idle as u128 >= idle.as_millis()
+                    && consumer.name != self.names.consumer
+            })
+            .map(|consumer| consumer.name)
+            .collect();
         let script = redis::Script::new(DELETE_IF_IDLE);
         let mut removed = Vec::new();
         for name in candidates {
@@ -453,280 +453,12 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn unexpected(command: &'static str, detail: impl Into<String>) -> Error {
-    Error::Reply {
-        command,
-        detail: detail.into(),
-    }
-}
-
-fn into_string(command: &'static str, value: Value) -> Result<String, Error> {
-    match value {
-        Value::BulkString(bytes) => {
-            String::from_utf8(bytes).map_err(|_| unexpected(command, "ID is not UTF-8"))
+impl From<redis::streams::StreamPendingId> for Pending {
+    fn from(pending: redis::streams::StreamPendingId) -> Self {
+        Self {
+            id: pending.id,
+            idle: Duration::from_millis(pending.last_delivered_ms as u64),
+            deliveries: pending.times_delivered as u64,
         }
-        Value::SimpleString(text) => Ok(text),
-        other => Err(unexpected(
-            command,
-            format!("expected a string, got {other:?}"),
-        )),
-    }
-}
-
-fn into_bytes(command: &'static str, value: Value) -> Result<Vec<u8>, Error> {
-    match value {
-        Value::BulkString(bytes) => Ok(bytes),
-        Value::SimpleString(text) => Ok(text.into_bytes()),
-        Value::Int(number) => Ok(number.to_string().into_bytes()),
-        other => Err(unexpected(
-            command,
-            format!("expected bytes, got {other:?}"),
-        )),
-    }
-}
-
-fn into_u64(command: &'static str, value: Value) -> Result<u64, Error> {
-    match value {
-        Value::Int(number) => {
-            u64::try_from(number).map_err(|_| unexpected(command, "negative number"))
-        }
-        other => Err(unexpected(
-            command,
-            format!("expected a number, got {other:?}"),
-        )),
-    }
-}
-
-fn into_array(command: &'static str, value: Value) -> Result<Vec<Value>, Error> {
-    match value {
-        Value::Array(items) | Value::Set(items) => Ok(items),
-        Value::Nil => Ok(Vec::new()),
-        other => Err(unexpected(
-            command,
-            format!("expected an array, got {other:?}"),
-        )),
-    }
-}
-
-/// `XREADGROUP`: nil, or one `[stream, entries]` pair (a map under RESP3).
-fn parse_read(reply: Value) -> Result<Vec<Delivery>, Error> {
-    let streams = match reply {
-        Value::Map(pairs) => pairs.into_iter().map(|(_, entries)| entries).collect(),
-        other => into_array("XREADGROUP", other)?
-            .into_iter()
-            .map(|stream| {
-                into_array("XREADGROUP", stream)?
-                    .pop()
-                    .ok_or_else(|| unexpected("XREADGROUP", "empty stream reply"))
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-    };
-    let mut deliveries = Vec::new();
-    for entries in streams {
-        deliveries.extend(parse_entries("XREADGROUP", entries)?);
-    }
-    Ok(deliveries)
-}
-
-/// `XRANGE`/`XREVRANGE`: the entries, in the order Redis returned them.
-pub(crate) fn parse_range(reply: Value) -> Result<Vec<Entry>, Error> {
-    Ok(parse_entries("XRANGE", reply)?
-        .into_iter()
-        .filter_map(|delivery| match delivery {
-            Delivery::Entry(entry) => Some(entry),
-            Delivery::Deleted(_) => None,
-        })
-        .collect())
-}
-
-/// A list of `[id, [field, value, ...]]`; the fields are nil for an entry
-/// deleted while pending.
-fn parse_entries(command: &'static str, reply: Value) -> Result<Vec<Delivery>, Error> {
-    into_array(command, reply)?
-        .into_iter()
-        .filter(|item| !matches!(item, Value::Nil))
-        .map(|item| {
-            let mut parts = into_array(command, item)?.into_iter();
-            let id = into_string(
-                command,
-                parts
-                    .next()
-                    .ok_or_else(|| unexpected(command, "entry without ID"))?,
-            )?;
-            match parts.next() {
-                None | Some(Value::Nil) => Ok(Delivery::Deleted(id)),
-                Some(fields) => {
-                    let mut flat = into_array(command, fields)?.into_iter();
-                    let mut pairs = Vec::with_capacity(flat.len() / 2);
-                    while let (Some(name), Some(value)) = (flat.next(), flat.next()) {
-                        pairs.push((into_bytes(command, name)?, into_bytes(command, value)?));
-                    }
-                    Ok(Delivery::Entry(Entry { id, fields: pairs }))
-                }
-            }
-        })
-        .collect()
-}
-
-/// `XAUTOCLAIM`: `[next cursor, entries, deleted IDs]`.
-fn parse_autoclaim(reply: Value) -> Result<AutoClaimed, Error> {
-    let mut parts = into_array("XAUTOCLAIM", reply)?.into_iter();
-    let (Some(cursor), Some(entries)) = (parts.next(), parts.next()) else {
-        return Err(unexpected("XAUTOCLAIM", "short reply"));
-    };
-    let mut claimed = AutoClaimed {
-        next_cursor: into_string("XAUTOCLAIM", cursor)?,
-        ..AutoClaimed::default()
-    };
-    for delivery in parse_entries("XAUTOCLAIM", entries)? {
-        match delivery {
-            Delivery::Entry(entry) => claimed.entries.push(entry),
-            Delivery::Deleted(id) => claimed.deleted.push(id),
-        }
-    }
-    if let Some(deleted) = parts.next() {
-        for id in into_array("XAUTOCLAIM", deleted)? {
-            claimed.deleted.push(into_string("XAUTOCLAIM", id)?);
-        }
-    }
-    Ok(claimed)
-}
-
-/// Extended `XPENDING`: a list of `[id, consumer, idle ms, deliveries]`.
-fn parse_pending(reply: Value) -> Result<Vec<Pending>, Error> {
-    into_array("XPENDING", reply)?
-        .into_iter()
-        .map(|item| {
-            let mut parts = into_array("XPENDING", item)?.into_iter();
-            let (Some(id), Some(_consumer), Some(idle), Some(deliveries)) =
-                (parts.next(), parts.next(), parts.next(), parts.next())
-            else {
-                return Err(unexpected("XPENDING", "short entry"));
-            };
-            Ok(Pending {
-                id: into_string("XPENDING", id)?,
-                idle: Duration::from_millis(into_u64("XPENDING", idle)?),
-                deliveries: into_u64("XPENDING", deliveries)?,
-            })
-        })
-        .collect()
-}
-
-/// `XINFO CONSUMERS`: names of consumers idle for at least `idle_ms` with
-/// nothing pending.
-fn parse_idle_consumers(reply: Value, idle_ms: u64) -> Result<Vec<String>, Error> {
-    let mut names = Vec::new();
-    for consumer in into_array("XINFO", reply)? {
-        let pairs: Vec<(Value, Value)> = match consumer {
-            Value::Map(pairs) => pairs,
-            other => {
-                let mut flat = into_array("XINFO", other)?.into_iter();
-                let mut pairs = Vec::new();
-                while let (Some(key), Some(value)) = (flat.next(), flat.next()) {
-                    pairs.push((key, value));
-                }
-                pairs
-            }
-        };
-        let (mut name, mut pending, mut idle) = (None, None, None);
-        for (key, value) in pairs {
-            match into_string("XINFO", key)?.as_str() {
-                "name" => name = Some(into_string("XINFO", value)?),
-                "pending" => pending = Some(into_u64("XINFO", value)?),
-                "idle" => idle = Some(into_u64("XINFO", value)?),
-                _ => {}
-            }
-        }
-        if let (Some(name), Some(0), Some(idle)) = (name, pending, idle)
-            && idle >= idle_ms
-        {
-            names.push(name);
-        }
-    }
-    Ok(names)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn bulk(text: &str) -> Value {
-        Value::BulkString(text.as_bytes().to_vec())
-    }
-
-    #[test]
-    fn parses_a_read_with_a_deleted_entry() {
-        let reply = Value::Array(vec![Value::Array(vec![
-            bulk("s"),
-            Value::Array(vec![
-                Value::Array(vec![
-                    bulk("1-0"),
-                    Value::Array(vec![bulk("data"), bulk("{}")]),
-                ]),
-                Value::Array(vec![bulk("2-0"), Value::Nil]),
-            ]),
-        ])]);
-        assert_eq!(
-            parse_read(reply).unwrap(),
-            vec![
-                Delivery::Entry(Entry::new("1-0", [("data", "{}")])),
-                Delivery::Deleted("2-0".into())
-            ]
-        );
-        assert!(parse_read(Value::Nil).unwrap().is_empty());
-    }
-
-    #[test]
-    fn parses_autoclaim_and_pending() {
-        let reply = Value::Array(vec![
-            bulk("5-0"),
-            Value::Array(vec![Value::Array(vec![
-                bulk("3-0"),
-                Value::Array(vec![bulk("a"), bulk("b")]),
-            ])]),
-            Value::Array(vec![bulk("4-0")]),
-        ]);
-        let claimed = parse_autoclaim(reply).unwrap();
-        assert_eq!(claimed.next_cursor, "5-0");
-        assert_eq!(claimed.entries, vec![Entry::new("3-0", [("a", "b")])]);
-        assert_eq!(claimed.deleted, vec!["4-0".to_string()]);
-
-        let pending = Value::Array(vec![Value::Array(vec![
-            bulk("3-0"),
-            bulk("c"),
-            Value::Int(1500),
-            Value::Int(2),
-        ])]);
-        assert_eq!(
-            parse_pending(pending).unwrap(),
-            vec![Pending {
-                id: "3-0".into(),
-                idle: Duration::from_millis(1500),
-                deliveries: 2
-            }]
-        );
-    }
-
-    #[test]
-    fn finds_idle_consumers_without_pending_entries() {
-        let consumer = |name: &str, pending: i64, idle: i64| {
-            Value::Array(vec![
-                bulk("name"),
-                bulk(name),
-                bulk("pending"),
-                Value::Int(pending),
-                bulk("idle"),
-                Value::Int(idle),
-            ])
-        };
-        let reply = Value::Array(vec![
-            consumer("old", 0, 10_000),
-            consumer("busy", 3, 10_000),
-            consumer("fresh", 0, 10),
-        ]);
-        assert_eq!(
-            parse_idle_consumers(reply, 5_000).unwrap(),
-            vec!["old".to_string()]
-        );
     }
 }

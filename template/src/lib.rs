@@ -7,16 +7,29 @@
 //!
 //! # Layout
 //!
-//! - [`business_logic`] — the message and what to do with it. **The file to edit.**
+//! Data flows one way, down this list: no module uses one above it.
+//! `backoff`, `connection` and `consumer` are internals of the worker and
+//! the operator commands, not part of the library's interface.
+//!
+//! - [`business_logic`] — the message, what to do with it and the logic's
+//!   own settings. **The file to edit.**
 //! - [`handler`] — the trait the business logic implements, and its error type.
-//! - [`worker`] — the consume loop, one [`worker::Worker::step`] at a time.
-//! - [`consumer`] — the consumer group's Redis commands, on two connections.
+//! - [`worker`] — the consume loop, one [`worker::Worker::step`] at a time;
+//!   `worker/sources.rs` reads what is due, `worker/process.rs` runs the
+//!   handler and carries out what the retry policy decides.
+//! - [`retry`] — the delivery policy: acknowledge, retry after a delay or
+//!   dead-letter.
+//! - `consumer` — the consumer group's Redis commands, on two connections;
+//!   `consumer/reply.rs` parses the replies that carry entries.
+//! - `connection` — how every part connects to Redis.
 //! - [`entry`] — a stream entry as Redis stores it.
 //! - [`dead_letter`] — what a dead letter looks like.
-//! - [`admin`] — the operator's commands: status, send, dead letters, trim.
-//! - [`backoff`] — exponential delays for reconnects and retries.
+//! - [`admin`] — the operator's commands, one file each: `status`, `send`,
+//!   `dead_letters`, `trim`, `config`.
+//! - `backoff` — exponential delays for reconnects and retries.
 //! - [`shutdown`] — signals and the deadline for in-flight work.
-//! - [`settings`] — defaults, then config file, environment and flags.
+//! - [`settings`] — types and defaults; `settings/load.rs` layers defaults,
+//!   config file, environment and flags; `settings/validate.rs` checks them.
 //! - [`telemetry`] — logging.
 //! - [`observe`] — the events the worker reports.
 {%- if use_serde_validation %}
@@ -27,9 +40,10 @@
 {%- endif %}
 
 pub mod admin;
-pub mod backoff;
+mod backoff;
 pub mod business_logic;
-pub mod consumer;
+mod connection;
+mod consumer;
 pub mod dead_letter;
 pub mod entry;
 pub mod error;
@@ -38,6 +52,7 @@ pub mod handler;
 pub mod metrics;
 {%- endif %}
 pub mod observe;
+pub mod retry;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
@@ -46,8 +61,10 @@ pub mod validation;
 {%- endif %}
 pub mod worker;
 
+pub use consumer::Names;
 pub use entry::Entry;
 pub use error::Error;
 pub use handler::{Handler, ProcessError};
+pub use retry::{Decision, RetryPolicy};
 pub use settings::Settings;
 pub use worker::Worker;

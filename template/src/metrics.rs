@@ -25,9 +25,13 @@ use redis::aio::MultiplexedConnection;
 use redis::streams::StreamInfoGroup;
 use serde::{Deserialize, Serialize};
 
+use crate::connection::Connector;
 use crate::consumer::Names;
 use crate::error::connection_failed;
+use crate::handler::Handler;
 use crate::observe::{Observer, Outcome};
+use crate::settings::{Refusal, Settings};
+use crate::worker::Worker;
 
 /// Where the endpoints listen.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,17 +51,25 @@ impl Default for MetricsSettings {
 
 impl MetricsSettings {
     /// Checks that `addr` is a socket address.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Refusal> {
         self.addr
             .parse::<SocketAddr>()
             .map(|_| ())
-            .map_err(|error| format!("`{}` is not host:port ({error})", self.addr))
+            .map_err(|error| {
+                Refusal::new(
+                    "addr",
+                    format!("`{}` is not host:port ({error})", self.addr),
+                )
+            })
     }
 }
 
 /// Why the endpoints could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
+    /// The Redis URL cannot be used.
+    #[error(transparent)]
+    Redis(#[from] crate::error::Error),
     /// The address is taken or not ours.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -226,15 +238,15 @@ struct AppState {
 /// Asks Redis about the consumer group, for the sampler and `/readyz`, on
 /// one kept connection.
 struct GroupProbe {
-    client: redis::Client,
+    connector: Connector,
     names: Names,
     connection: tokio::sync::Mutex<Option<MultiplexedConnection>>,
 }
 
 impl GroupProbe {
-    fn new(client: redis::Client, names: Names) -> Self {
+    fn new(connector: Connector, names: Names) -> Self {
         Self {
-            client,
+            connector,
             names,
             connection: tokio::sync::Mutex::default(),
         }
@@ -251,14 +263,7 @@ impl GroupProbe {
                 answer => return answer,
             }
         }
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(PROBE_TIMEOUT))
-            .set_response_timeout(Some(PROBE_TIMEOUT));
-        let connection = kept.insert(
-            self.client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await?,
-        );
+        let connection = kept.insert(self.connector.connect(PROBE_TIMEOUT).await?);
         let answer = group_info(connection, &self.names).await;
         if matches!(&answer, Err(error) if connection_failed(error)) {
             *kept = None;
@@ -267,12 +272,25 @@ impl GroupProbe {
     }
 }
 
+/// Counts `worker`'s events and serves them, with the health checks, on
+/// `metrics.addr`: the worker's whole metrics wiring.
+pub async fn attach<H: Handler>(
+    settings: &Settings,
+    worker: Worker<H>,
+) -> Result<Worker<H>, MetricsError> {
+    let metrics = Arc::new(Metrics::new(&settings.worker_name, worker.names()));
+    let connector = Connector::new(&settings.redis.url)?;
+    let names = worker.names().clone();
+    serve(&settings.modules.metrics, metrics.clone(), connector, names).await?;
+    Ok(worker.with_observer(metrics))
+}
+
 /// Starts the HTTP endpoints in the background; returns the address they
 /// listen on.
 pub async fn serve(
     settings: &MetricsSettings,
     metrics: Arc<Metrics>,
-    redis: redis::Client,
+    redis: Connector,
     names: Names,
 ) -> Result<SocketAddr, MetricsError> {
     let bind_error = |source| MetricsError::Bind {
@@ -431,6 +449,6 @@ mod tests {
         let bad = MetricsSettings {
             addr: "localhost".into(),
         };
-        assert!(bad.validate().unwrap_err().contains("host:port"));
+        assert!(bad.validate().unwrap_err().reason.contains("host:port"));
     }
 }

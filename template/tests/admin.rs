@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use common::{Recorder, add, connect, create_group, dead_letters, pending, read_as, settings};
 use redis::AsyncCommands;
 
-use {{crate_name}}::admin::{Admin, AdminError, Status, TrimTo};
+use {{crate_name}}::admin::{Admin, AdminError, Status, TrimRequest, TrimTo};
 use {{crate_name}}::{ProcessError, Settings, Worker};
 
 /// The worker's binary, built for the tests.
@@ -205,12 +205,24 @@ async fn trim_refuses_to_drop_unprocessed_entries_without_force() {
 
     let mut admin = Admin::connect(&settings).await.unwrap();
     let safe = admin
-        .trim(&TrimTo::MaxLen(6), true, false, false)
+        .trim(&TrimRequest {
+            to: TrimTo::MaxLen(6),
+            exact: true,
+            force: false,
+            dry_run: false,
+        })
         .await
         .unwrap();
     assert_eq!((safe.would_drop, safe.unprocessed, safe.removed), (4, 0, 4));
 
-    let refused = admin.trim(&TrimTo::MaxLen(3), true, false, false).await;
+    let refused = admin
+        .trim(&TrimRequest {
+            to: TrimTo::MaxLen(3),
+            exact: true,
+            force: false,
+            dry_run: false,
+        })
+        .await;
     assert!(
         matches!(
             refused,
@@ -245,7 +257,12 @@ async fn trim_refuses_to_drop_unprocessed_entries_without_force() {
 
     // MAXLEN 0 cuts through the newest entry: all four would go, unread.
     let all = admin
-        .trim(&TrimTo::MaxLen(0), true, true, true)
+        .trim(&TrimRequest {
+            to: TrimTo::MaxLen(0),
+            exact: true,
+            force: true,
+            dry_run: true,
+        })
         .await
         .unwrap();
     assert_eq!((all.would_drop, all.unprocessed, all.removed), (4, 4, 0));

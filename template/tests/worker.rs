@@ -237,8 +237,8 @@ async fn own_pending_entries_are_replayed_on_start() {
 #[tokio::test]
 async fn entries_of_a_dead_consumer_are_taken_over_after_claim_idle() {
     let mut settings = settings("claim");
-    settings.worker.claim_idle_ms = 200;
-    settings.worker.claim_interval_ms = 50;
+    settings.worker.claim_idle = Duration::from_millis(200);
+    settings.worker.claim_interval = Duration::from_millis(50);
     let mut redis = connect(&settings).await;
     let stream = &settings.redis.stream;
     create_group(&mut redis, &settings).await;
@@ -310,7 +310,7 @@ async fn shutdown_lets_in_flight_entries_finish_and_acknowledges_them() {
 #[tokio::test]
 async fn what_misses_the_shutdown_deadline_stays_pending() {
     let mut settings = settings("deadline");
-    settings.worker.shutdown_timeout_ms = 200;
+    settings.worker.shutdown_timeout = Duration::from_millis(200);
     let mut redis = connect(&settings).await;
     let recorder = Recorder::succeeding().slow(Duration::from_secs(30));
     let worker = Worker::new(&settings, recorder.clone()).unwrap();
@@ -356,8 +356,8 @@ async fn a_deleted_stream_is_recreated_and_consumption_goes_on() {
 #[tokio::test]
 async fn a_retry_is_not_held_back_by_a_long_blocking_read() {
     let mut settings = settings("retry-timing");
-    settings.redis.block_timeout = 5_000;
-    settings.worker.retry_backoff_ms = 100;
+    settings.redis.block_timeout = Duration::from_millis(5_000);
+    settings.worker.retry_backoff = Duration::from_millis(100);
     let mut redis = connect(&settings).await;
     let recorder = Recorder::new(|_, seen| {
         if seen == 1 {
@@ -437,7 +437,7 @@ async fn reading_ahead_does_not_hold_a_retry_back_behind_a_backlog() {
     let mut settings = settings("read-ahead-retry");
     settings.worker.batch_size = 10;
     settings.worker.concurrency = 10;
-    settings.worker.retry_backoff_ms = 100;
+    settings.worker.retry_backoff = Duration::from_millis(100);
     let mut redis = connect(&settings).await;
     // Only the first entry fails: the rest succeed on their first delivery.
     let first = add(&mut redis, &settings.redis.stream, &["fails once"]).await;

@@ -26,10 +26,10 @@ pub fn settings(test: &str) -> Settings {
     settings.redis.stream = format!("test:{unique}");
     settings.redis.consumer_group = format!("group-{unique}");
     settings.redis.consumer_name = Some(format!("consumer-{unique}"));
-    settings.redis.block_timeout = 100;
-    settings.worker.retry_backoff_ms = 20;
-    settings.worker.retry_backoff_max_ms = 40;
-    settings.worker.shutdown_timeout_ms = 5_000;
+    settings.redis.block_timeout = Duration::from_millis(100);
+    settings.worker.retry_backoff = Duration::from_millis(20);
+    settings.worker.retry_backoff_max = Duration::from_millis(40);
+    settings.worker.shutdown_timeout = Duration::from_millis(5_000);
     settings
 }
 
