@@ -361,6 +361,20 @@ fn the_metrics_address_reaches_the_edge_files() {
             .read(".env.example")
             .contains("METRICS_ADDR=[::1]:9100")
     );
+    // The compiled-in default, used when neither a config file nor the
+    // environment sets the address.
+    assert!(
+        project
+            .read("src/metrics.rs")
+            .contains(r#"addr: "[::1]:9100".to_owned(),"#),
+        "{}",
+        project.read("src/metrics.rs")
+    );
+    assert!(
+        project
+            .read("README.md")
+            .contains("| `metrics.addr` | `METRICS_ADDR` | `[::1]:9100` |")
+    );
 }
 
 /// The defaults of the questions behind `customize`, as cargo-generate.toml

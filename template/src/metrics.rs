@@ -44,7 +44,7 @@ pub struct MetricsSettings {
 impl Default for MetricsSettings {
     fn default() -> Self {
         Self {
-            addr: "127.0.0.1:9464".to_owned(),
+            addr: "{{metrics_addr}}".to_owned(),
         }
     }
 }
