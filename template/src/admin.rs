@@ -85,7 +85,7 @@ pub struct Admin {
 impl Admin {
     /// Connects with the settings' URL and names.
     pub async fn connect(settings: &Settings) -> Result<Self, AdminError> {
-        let connection = Connector::new(&settings.redis.url)?
+        let connection = Connector::new(&settings.redis)?
             .connect(RESPONSE_TIMEOUT)
             .await?;
         Ok(Self {

@@ -8,7 +8,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client};
 
 use crate::error::Error;
-use crate::settings::RedisUrl;
+use crate::settings::RedisSettings;
 
 /// How long establishing a connection may take at most.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -20,10 +20,11 @@ pub struct Connector {
 }
 
 impl Connector {
-    /// A connector for `url`; nothing connects yet.
-    pub fn new(url: &RedisUrl) -> Result<Self, Error> {
+    /// A connector for the URL, with the password from the password file
+    /// when one is set; nothing connects yet.
+    pub fn new(redis: &RedisSettings) -> Result<Self, Error> {
         Ok(Self {
-            client: Client::open(url.expose())?,
+            client: redis.client()?,
         })
     }
 

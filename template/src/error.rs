@@ -1,5 +1,7 @@
 //! The runtime's error type.
 
+use std::path::PathBuf;
+
 /// What can go wrong talking to Redis.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -13,6 +15,14 @@ pub enum Error {
         command: &'static str,
         /// What was wrong with the reply.
         detail: String,
+    },
+    /// The password file (`redis.password_file`) cannot be read.
+    #[error("cannot read the Redis password file {}: {source}", path.display())]
+    PasswordFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
     },
 }
 
@@ -28,7 +38,7 @@ impl Error {
     pub fn is_connection(&self) -> bool {
         match self {
             Self::Redis(error) => connection_failed(error),
-            Self::Reply { .. } => false,
+            Self::Reply { .. } | Self::PasswordFile { .. } => false,
         }
     }
 }

@@ -26,6 +26,7 @@
 //! - [`dead_letter`] — what a dead letter looks like.
 //! - [`admin`] — the operator's commands, one file each: `status`, `send`,
 //!   `dead_letters`, `trim`, `config`.
+//! - [`redact`] — keeping Redis passwords out of every output.
 //! - `backoff` — exponential delays for reconnects and retries.
 //! - [`shutdown`] — signals and the deadline for in-flight work.
 //! - [`settings`] — types and defaults; `settings/load.rs` layers defaults,
@@ -52,6 +53,7 @@ pub mod handler;
 pub mod metrics;
 {%- endif %}
 pub mod observe;
+pub mod redact;
 pub mod retry;
 pub mod settings;
 pub mod shutdown;

@@ -182,10 +182,12 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let redactor = loaded.settings.redis.redactor();
     match dispatch(cli.command.unwrap_or(Command::Run), &loaded).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            // Library errors may echo the URL or the password: scrubbed.
+            eprintln!("error: {}", redactor.scrub(&format!("{error:#}")));
             ExitCode::FAILURE
         }
     }
@@ -246,7 +248,11 @@ async fn dispatch(command: Command, loaded: &Loaded) -> anyhow::Result<()> {
 /// Consumes the stream until SIGTERM or SIGINT.
 async fn run(loaded: &Loaded) -> anyhow::Result<()> {
     let settings = &loaded.settings;
-    telemetry::init(&settings.log_level, settings.log_format)?;
+    telemetry::init(
+        &settings.log_level,
+        settings.log_format,
+        settings.redis.redactor(),
+    )?;
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }

@@ -279,7 +279,7 @@ pub async fn attach<H: Handler>(
     worker: Worker<H>,
 ) -> Result<Worker<H>, MetricsError> {
     let metrics = Arc::new(Metrics::new(&settings.worker_name, worker.names()));
-    let connector = Connector::new(&settings.redis.url)?;
+    let connector = Connector::new(&settings.redis)?;
     let names = worker.names().clone();
     serve(&settings.modules.metrics, metrics.clone(), connector, names).await?;
     Ok(worker.with_observer(metrics))

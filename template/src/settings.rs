@@ -14,9 +14,14 @@
 mod load;
 mod validate;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
+use redis::IntoConnectionInfo;
 use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::redact::{Redactor, redact_url, secrets_in_url};
 
 pub use load::{Loaded, Overrides, SettingsError, load};
 
@@ -104,8 +109,13 @@ impl Modules {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
-    /// `redis://[user:password@]host:port[/db]` or `rediss://` for TLS.
+    /// `redis://[user:password@]host:port[/db]`, `rediss://` for TLS, or
+    /// `unix:///path/to/redis.sock[?user=..&pass=..]`.
     pub url: RedisUrl,
+    /// A file holding the password (one line), used instead of one in the
+    /// URL: a secret mounted by the orchestrator never has to sit in the
+    /// environment or a config file.
+    pub password_file: Option<PathBuf>,
     /// The stream to consume.
     pub stream: String,
     /// The consumer group shared by every instance of this worker.
@@ -180,6 +190,7 @@ impl Default for RedisSettings {
     fn default() -> Self {
         Self {
             url: RedisUrl(REDIS_URL.to_owned()),
+            password_file: None,
             stream: STREAM.to_owned(),
             consumer_group: CONSUMER_GROUP.to_owned(),
             consumer_name: Some(CONSUMER_NAME)
@@ -211,6 +222,43 @@ impl Default for WorkerSettings {
 }
 
 impl RedisSettings {
+    /// A client for the URL, with the password from `password_file` when
+    /// one is set (read here, once per client).
+    pub fn client(&self) -> Result<redis::Client, Error> {
+        let info = self.url.expose().into_connection_info()?;
+        let info = match self.file_password()? {
+            Some(password) => {
+                let redis = info.redis_settings().clone().set_password(password);
+                info.set_redis_settings(redis)
+            }
+            None => info,
+        };
+        Ok(redis::Client::open(info)?)
+    }
+
+    /// The password in `password_file`, without its line break.
+    pub(crate) fn file_password(&self) -> Result<Option<String>, Error> {
+        let Some(path) = &self.password_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| Error::PasswordFile {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Some(text.trim_end_matches(['\n', '\r']).to_owned()))
+    }
+
+    /// Everything that must never be shown: the URL's passwords and the
+    /// password file's contents.
+    pub fn redactor(&self) -> Redactor {
+        let from_file = self.file_password().ok().flatten();
+        Redactor::new(
+            secrets_in_url(self.url.expose())
+                .into_iter()
+                .chain(from_file),
+        )
+    }
+
     /// The configured consumer name, or `<host>-<pid>`.
     pub fn consumer_name(&self) -> String {
         self.consumer_name.clone().unwrap_or_else(|| {
@@ -250,7 +298,8 @@ impl Refusal {
     }
 }
 
-/// A Redis URL whose password never reaches a log line or a printout.
+/// A Redis URL whose password never reaches a log line or a printout:
+/// `Debug`, `Display` and `Serialize` all show it redacted.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct RedisUrl(String);
@@ -261,18 +310,10 @@ impl RedisUrl {
         &self.0
     }
 
-    /// The URL with its password replaced by `***`.
+    /// The URL with every password replaced by `***`; see
+    /// [`redact_url`].
     pub fn redacted(&self) -> String {
-        let Some((scheme, rest)) = self.0.split_once("://") else {
-            return self.0.clone();
-        };
-        match rest.rsplit_once('@') {
-            Some((userinfo, host)) => {
-                let user = userinfo.split_once(':').map_or("", |(user, _)| user);
-                format!("{scheme}://{user}:***@{host}")
-            }
-            None => self.0.clone(),
-        }
+        redact_url(&self.0)
     }
 }
 
@@ -353,6 +394,9 @@ mod tests {
         assert!(!format!("{url:?} {url}").contains("s3cret"));
         assert_eq!(RedisUrl::from("redis://:pw@h").redacted(), "redis://:***@h");
         assert_eq!(RedisUrl::from("redis://h:1").redacted(), "redis://h:1");
+        let socket = RedisUrl::from("unix:///run/redis.sock?user=app&pass=s3cret");
+        assert!(!format!("{socket:?} {socket}").contains("s3cret"));
+        assert!(format!("{socket}").contains("user=app"));
     }
 
     #[test]

@@ -120,7 +120,7 @@ impl<H: Handler> Worker<H> {
     /// A worker for `settings` running `handler`. Nothing connects yet: the
     /// first step does, and [`Worker::run`] retries until Redis answers.
     pub fn new(settings: &Settings, handler: H) -> Result<Self, Error> {
-        let connector = Connector::new(&settings.redis.url)?;
+        let connector = Connector::new(&settings.redis)?;
         let names = Names {
             stream: settings.redis.stream.clone(),
             group: settings.redis.consumer_group.clone(),

@@ -131,12 +131,20 @@ pub fn load(
 ) -> Result<Loaded, SettingsError> {
     let defaults = Settings::default();
     let mut warnings = Vec::new();
+    let mut default_values = Value::serialize(&defaults)
+        .ok()
+        .and_then(|value| value.into_dict())
+        .unwrap_or_default();
+    // `RedisUrl` serializes redacted, for printing; the layer needs the URL
+    // itself, or a password in it would become `***`.
+    insert(
+        &mut default_values,
+        "redis.url",
+        Value::from(defaults.redis.url.expose()),
+    );
     let mut figment = Figment::from(Layer {
         metadata: Metadata::named("default"),
-        values: Value::serialize(&defaults)
-            .ok()
-            .and_then(|value| value.into_dict())
-            .unwrap_or_default(),
+        values: default_values,
     });
 
     if let Some(path) = config_file {
@@ -365,6 +373,60 @@ mod tests {
         let path = dir.join(name);
         std::fs::write(&path, text).unwrap();
         path
+    }
+
+    #[test]
+    fn settings_never_print_a_password_in_any_url_form() {
+        for url in [
+            "redis://app:s3cret@127.0.0.1:6379",
+            "unix:///run/redis.sock?pass=s3cret",
+            "redis+unix:///run/redis.sock?user=app&pass=s3cret",
+        ] {
+            let loaded = load(None, env(&[("REDIS_URL", url)]), vec![]).unwrap();
+            assert_eq!(loaded.settings.redis.url.expose(), url);
+            let shown = format!(
+                "{:?} {}",
+                loaded.settings,
+                serde_json::to_string(&loaded.settings).unwrap()
+            );
+            assert!(!shown.contains("s3cret"), "{shown}");
+        }
+        let error = load(
+            None,
+            env(&[("REDIS_URL", "redis://app:s3cret@h:port")]),
+            vec![],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!error.contains("s3cret"), "{error}");
+    }
+
+    #[test]
+    fn the_password_file_supplies_the_password_and_stays_secret() {
+        let file = write("password", "from-the-file\n");
+        let path = file.to_string_lossy().into_owned();
+        let loaded = load(None, env(&[("REDIS_PASSWORD_FILE", &path)]), vec![]).unwrap();
+        let redis = &loaded.settings.redis;
+        let client = redis.client().unwrap();
+        let info = client.get_connection_info().redis_settings();
+        assert_eq!(info.password(), Some("from-the-file"));
+        assert_eq!(redis.redactor().scrub("auth from-the-file"), "auth ***");
+        assert_eq!(
+            loaded.source_of("redis.password_file"),
+            "environment variable REDIS_PASSWORD_FILE"
+        );
+
+        let missing = load(
+            None,
+            env(&[("REDIS_PASSWORD_FILE", "/nonexistent/password")]),
+            vec![],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            missing.starts_with("invalid `redis.password_file` from environment variable"),
+            "{missing}"
+        );
     }
 
     #[test]

@@ -28,18 +28,24 @@ pub(super) fn validate(loaded: &Loaded) -> Result<(), SettingsError> {
 /// The rules of the runtime's own settings; keys are dotted in full.
 fn core(s: &Settings) -> Result<(), Refusal> {
     let url = s.redis.url.expose();
-    if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://"))
+    if !["redis://", "rediss://", "unix://", "redis+unix://"]
+        .iter()
+        .any(|scheme| url.starts_with(scheme))
     {
         return Err(Refusal::new(
             "redis.url",
-            "must start with redis://, rediss:// or unix://",
+            "must start with redis://, rediss://, unix:// or redis+unix://",
         ));
     }
     if let Err(error) = redis::Client::open(url) {
+        let reason = error.to_string().replace(url, &s.redis.url.redacted());
         return Err(Refusal::new(
             "redis.url",
-            error.to_string().replace(url, &s.redis.url.redacted()),
+            s.redis.redactor().scrub(&reason).into_owned(),
         ));
+    }
+    if let Err(error) = s.redis.file_password() {
+        return Err(Refusal::new("redis.password_file", error.to_string()));
     }
     if url.starts_with("rediss://") && !cfg!(feature = "tls") {
         return Err(Refusal::new(
