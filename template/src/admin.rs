@@ -19,7 +19,7 @@ pub use config::ConfigReport;
 pub use dead_letters::{DeadLetterList, DeadLetterView, Purged, Replayed};
 pub use send::{Documents, Sent};
 pub use status::{ConsumerStatus, GroupStatus, Status, StatusReport, Trend};
-pub use trim::{TrimReport, TrimRequest, TrimTo, parse_age};
+pub use trim::{Cut, TrimReport, TrimRequest, TrimTo, parse_age};
 
 use crate::connection::Connector;
 use crate::consumer::reply::parse_range;
@@ -49,17 +49,23 @@ pub enum AdminError {
     /// Reading the input or writing the output failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    /// `trim` would drop entries some group has not processed.
+    /// `trim` would drop entries some group has not processed; it removed
+    /// nothing.
     #[error(
-        "refusing to trim: {unprocessed} of the entries it would drop are still pending or \
-         undelivered in group(s) {groups}; use --force to drop them anyway"
+        "refusing to trim at {cut}: {unprocessed} of the entries before it are still pending or \
+         undelivered in group(s) {groups}; nothing was removed; use --force to drop them anyway"
     )]
     WouldDropUnprocessed {
-        /// Entries at risk.
+        /// Where it would have cut.
+        cut: String,
+        /// Entries at risk (for the group that has the most).
         unprocessed: u64,
         /// Groups that have not processed them.
         groups: String,
     },
+    /// `--minid` is not an entry ID.
+    #[error("`{0}` is not an entry ID such as 1700000000000-0")]
+    NotAnId(String),
     /// A dead-letter ID given to `dlq replay` does not exist.
     #[error("no dead letter with ID {0}")]
     NoSuchDeadLetter(String),

@@ -67,7 +67,8 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
-    /// Trim the stream; refuses to drop entries a group has not processed.
+    /// Trim the stream at a fixed entry ID; refuses to drop entries a group
+    /// has not processed.
     Trim(TrimArgs),
     /// Print the effective settings and where each came from.
     Config,

@@ -204,25 +204,20 @@ async fn trim_refuses_to_drop_unprocessed_entries_without_force() {
     // Acknowledged: 0..4; pending: 4, 5; undelivered: 6..10.
 
     let mut admin = Admin::connect(&settings).await.unwrap();
+    let request = |to, dry_run| TrimRequest {
+        to,
+        exact: true,
+        force: false,
+        dry_run,
+    };
     let safe = admin
-        .trim(&TrimRequest {
-            to: TrimTo::MaxLen(6),
-            exact: true,
-            force: false,
-            dry_run: false,
-        })
+        .trim(&request(TrimTo::MaxLen(6), false))
         .await
         .unwrap();
-    assert_eq!((safe.would_drop, safe.unprocessed, safe.removed), (4, 0, 4));
+    assert_eq!(safe.cut.unwrap().to_string(), ids[4]);
+    assert_eq!((safe.before_cut, safe.removed), (4, 4));
 
-    let refused = admin
-        .trim(&TrimRequest {
-            to: TrimTo::MaxLen(3),
-            exact: true,
-            force: false,
-            dry_run: false,
-        })
-        .await;
+    let refused = admin.trim(&request(TrimTo::MaxLen(3), false)).await;
     assert!(
         matches!(
             refused,
@@ -237,12 +232,12 @@ async fn trim_refuses_to_drop_unprocessed_entries_without_force() {
     let out = cli(&settings, &["trim", &minid, "--exact"], None);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
-    let dry = stdout(&cli(
-        &settings,
-        &["trim", &minid, "--force", "--dry-run"],
-        None,
-    ));
+    let dry = stdout(&cli(&settings, &["trim", &minid, "--dry-run"], None));
     assert!(dry.contains("would remove 2"), "{dry}");
+    assert!(
+        dry.contains("without --force the trim would refuse"),
+        "{dry}"
+    );
     let forced = stdout(&cli(
         &settings,
         &["trim", &minid, "--exact", "--force"],
@@ -255,17 +250,10 @@ async fn trim_refuses_to_drop_unprocessed_entries_without_force() {
     let out = stdout(&cli(&settings, &["trim", "--max-age", "1h"], None));
     assert!(out.contains("removed 0"), "{out}");
 
-    // MAXLEN 0 cuts through the newest entry: all four would go, unread.
-    let all = admin
-        .trim(&TrimRequest {
-            to: TrimTo::MaxLen(0),
-            exact: true,
-            force: true,
-            dry_run: true,
-        })
-        .await
-        .unwrap();
-    assert_eq!((all.would_drop, all.unprocessed, all.removed), (4, 4, 0));
+    // MAXLEN 0 cuts after the newest entry: all four would go, unread.
+    let all = admin.trim(&request(TrimTo::MaxLen(0), true)).await.unwrap();
+    assert_eq!((all.before_cut, all.removed), (4, 0));
+    assert_eq!(all.groups_needing, std::slice::from_ref(group));
 }
 
 #[test]
