@@ -16,7 +16,7 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 
 pub use config::ConfigReport;
-pub use dead_letters::{DeadLetterList, DeadLetterView, Purged, Replayed};
+pub use dead_letters::{DeadLetterList, DeadLetterView, Purged, Replayed, ReplayedLetter};
 pub use send::{Documents, Sent};
 pub use status::{ConsumerStatus, GroupStatus, Status, StatusReport, Trend};
 pub use trim::{Cut, TrimReport, TrimRequest, TrimTo, parse_age};
@@ -72,6 +72,12 @@ pub enum AdminError {
     /// `dlq purge` was not confirmed.
     #[error("not confirmed; nothing deleted (use --yes to skip the question)")]
     NotConfirmed,
+    /// `dlq purge` without `--yes` and without a terminal to ask on.
+    #[error(
+        "refusing to purge {0} without confirmation: standard input is not a terminal, \
+         so pass --yes (-y) to delete every dead letter"
+    )]
+    NoTerminalToConfirm(String),
 }
 
 impl From<redis::RedisError> for AdminError {

@@ -34,7 +34,8 @@ pub type Message = {{worker_pascal}}Message;
 /// with `user_id` and an RFC 3339 `timestamp` field.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct {{worker_pascal}}Message {
-    /// The entry ID, unique within the stream.
+    /// The entry's original ID, unique within the stream: the same after
+    /// a replay from the dead-letter stream, so deduplicate on it.
     pub id: String,
     /// The `timestamp` field if present, otherwise the time Redis added the entry.
     pub timestamp: DateTime<Utc>,
@@ -58,7 +59,7 @@ impl TryFrom<&Entry> for Message {
                 .map(str::to_owned),
         };
         Ok(Self {
-            id: entry.id.clone(),
+            id: entry.original_id().to_owned(),
             timestamp: validation::timestamp(entry)?,
             data,
             user_id,
@@ -142,6 +143,21 @@ mod tests {
         assert_eq!(message.id, "1700000000000-1");
         assert_eq!(message.user_id.as_deref(), Some("123"));
         assert_eq!(message.data["action"], "login");
+        assert_eq!(message.timestamp.timestamp_millis(), 1_700_000_000_000);
+    }
+
+    #[test]
+    fn a_replayed_entry_keeps_its_original_id_and_time() {
+        let entry = Entry::new(
+            "1800000000000-0",
+            [
+                ("data", r#"{"a":1}"#),
+                ("replay.original_id", "1700000000000-1"),
+                ("replay.group", "g"),
+            ],
+        );
+        let message = Message::try_from(&entry).unwrap();
+        assert_eq!(message.id, "1700000000000-1");
         assert_eq!(message.timestamp.timestamp_millis(), 1_700_000_000_000);
     }
 

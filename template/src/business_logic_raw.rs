@@ -7,6 +7,10 @@
 //! dead-lettering, shutdown, loading settings) needs no change when this file
 //! does.
 //!
+//! An entry replayed from the dead-letter stream has a new ID and `replay.*`
+//! fields after the producer's: deduplicate on [`Entry::original_id`], not
+//! on `id`.
+//!
 //! What the result means:
 //! - `Ok(())`: the entry is acknowledged.
 //! - `Err(ProcessError::retry(e))`: the entry stays pending and is delivered

@@ -5,6 +5,7 @@
 //! `dlq.*` metadata below followed by the original fields, unchanged.
 
 use crate::entry::Entry;
+use crate::replay;
 
 /// Prefix of the metadata fields; original fields follow them unchanged.
 pub const FIELD_PREFIX: &str = "dlq.";
@@ -71,18 +72,22 @@ impl DeadLetter {
     }
 }
 
-/// The original entry inside a dead-letter entry: its original ID and its
-/// fields without the metadata.
+/// The producer's entry inside a dead-letter entry: the ID it first had
+/// (before any replay) and the fields the producer wrote, without the
+/// `dlq.*` and `replay.*` metadata.
 pub fn original(dead_letter: &Entry) -> Entry {
-    let id = dead_letter
-        .text(ORIGINAL_ID)
-        .and_then(Result::ok)
+    let text = |name| dead_letter.text(name).and_then(Result::ok);
+    let id = text(replay::ORIGINAL_ID)
+        .or_else(|| text(ORIGINAL_ID))
         .unwrap_or_default()
         .to_owned();
     let fields = dead_letter
         .fields
         .iter()
-        .filter(|(name, _)| !name.starts_with(FIELD_PREFIX.as_bytes()))
+        .filter(|(name, _)| {
+            !name.starts_with(FIELD_PREFIX.as_bytes())
+                && !name.starts_with(replay::FIELD_PREFIX.as_bytes())
+        })
         .cloned();
     Entry::new(id, fields)
 }
@@ -101,5 +106,20 @@ mod tests {
         assert_eq!(stored.text(REASON).unwrap().unwrap(), "boom");
         assert_eq!(stored.text(DELIVERIES).unwrap().unwrap(), "3");
         assert_eq!(original(&stored), entry);
+    }
+
+    #[test]
+    fn a_replayed_entry_that_fails_again_keeps_its_first_id() {
+        let replayed = Entry::new(
+            "9-0",
+            [
+                ("data", "{}"),
+                (replay::ORIGINAL_ID, "5-1"),
+                (replay::GROUP, "g"),
+            ],
+        );
+        let letter = DeadLetter::new(replayed, "again", 1);
+        let stored = Entry::new("99-1", letter.fields("s", "g", "c"));
+        assert_eq!(original(&stored), Entry::new("5-1", [("data", "{}")]));
     }
 }

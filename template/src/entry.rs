@@ -2,6 +2,8 @@
 
 use std::str::Utf8Error;
 
+use crate::replay;
+
 /// One entry of the stream.
 ///
 /// Field names and values are kept as bytes, in the order Redis returned them,
@@ -44,9 +46,24 @@ impl Entry {
         self.get(name).map(std::str::from_utf8)
     }
 
-    /// The millisecond timestamp Redis put in the ID (`1700000000000-0`).
+    /// The ID the producer's entry first had: `id`, except for an entry
+    /// replayed from the dead-letter stream, which Redis gave a new ID and
+    /// which carries its first one in `replay.original_id` (see
+    /// [`crate::replay`]). Deduplicate on this one.
+    pub fn original_id(&self) -> &str {
+        match self.text(replay::ORIGINAL_ID) {
+            Some(Ok(original)) if !original.is_empty() => original,
+            _ => &self.id,
+        }
+    }
+
+    /// The millisecond timestamp Redis put in the [original
+    /// ID](Self::original_id) (`1700000000000-0`): when the producer added
+    /// the entry, also after a replay.
     pub fn millis(&self) -> Option<u64> {
-        self.id.split_once('-').and_then(|(ms, _)| ms.parse().ok())
+        self.original_id()
+            .split_once('-')
+            .and_then(|(ms, _)| ms.parse().ok())
     }
 }
 
@@ -65,6 +82,18 @@ mod tests {
         assert!(entry.text("blob").is_some_and(|text| text.is_err()));
         assert_eq!(entry.get("missing"), None);
         assert_eq!(entry.millis(), Some(1_700_000_000_123));
+    }
+
+    #[test]
+    fn a_replayed_entry_keeps_its_original_id_and_time() {
+        let entry = Entry::new(
+            "1800000000000-0",
+            [("data", "{}"), (replay::ORIGINAL_ID, "1700000000123-4")],
+        );
+        assert_eq!(entry.original_id(), "1700000000123-4");
+        assert_eq!(entry.millis(), Some(1_700_000_000_123));
+        let plain = Entry::new("1700000000000-0", [("data", "{}")]);
+        assert_eq!(plain.original_id(), "1700000000000-0");
     }
 
     #[test]

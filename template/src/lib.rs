@@ -26,6 +26,7 @@
 //! - [`dead_letter`] — what a dead letter looks like.
 //! - [`admin`] — the operator's commands, one file each: `status`, `send`,
 //!   `dead_letters`, `trim`, `config`.
+//! - [`replay`] — how a dead letter goes back to its group, exactly once.
 //! - [`redact`] — keeping Redis passwords out of every output.
 //! - `backoff` — exponential delays for reconnects and retries.
 //! - [`shutdown`] — signals and the deadline for in-flight work.
@@ -54,6 +55,7 @@ pub mod metrics;
 {%- endif %}
 pub mod observe;
 pub mod redact;
+pub mod replay;
 pub mod retry;
 pub mod settings;
 pub mod shutdown;

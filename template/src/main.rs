@@ -111,7 +111,7 @@ struct TrimArgs {
 
 #[derive(Debug, Subcommand)]
 enum DlqCommand {
-    /// List dead letters with their reason and original ID.
+    /// List dead letters with their group, reason and original ID.
     List {
         /// At most this many.
         #[arg(long, default_value_t = 100)]
@@ -120,15 +120,20 @@ enum DlqCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Move dead letters back onto the stream (all, or the given IDs).
+    /// Move dead letters back onto the stream, each for the group that
+    /// gave up on it only (the given IDs, or all of the group's).
     Replay {
-        /// Dead-letter IDs, as `dlq list` shows them; none: all.
+        /// Dead-letter IDs, as `dlq list` shows them; none: every dead
+        /// letter of the consumer group (`--group`).
         ids: Vec<String>,
-    },
-    /// Delete every dead letter.
-    Purge {
-        /// Do not ask for confirmation.
+        /// Only say what would be moved.
         #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete every dead letter (asks first).
+    Purge {
+        /// Do not ask; needed when standard input is not a terminal.
+        #[arg(short, long)]
         yes: bool,
     },
 }
@@ -233,7 +238,9 @@ async fn dispatch(command: Command, loaded: &Loaded) -> anyhow::Result<()> {
                 DlqCommand::List { count, json } => {
                     print!("{}", admin.list_dead_letters(count, json).await?);
                 }
-                DlqCommand::Replay { ids } => print!("{}", admin.replay_dead_letters(&ids).await?),
+                DlqCommand::Replay { ids, dry_run } => {
+                    print!("{}", admin.replay_dead_letters(&ids, dry_run).await?);
+                }
                 DlqCommand::Purge { yes } => print!("{}", admin.purge_dead_letters(yes).await?),
             }
         }

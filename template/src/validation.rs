@@ -68,7 +68,8 @@ pub fn optional_text(entry: &Entry, field: &str) -> Result<Option<String>, Valid
 }
 
 /// When the entry was produced: its RFC 3339 `timestamp` field if present,
-/// otherwise the millisecond part of its ID (the time Redis added it).
+/// otherwise the millisecond part of its original ID (the time Redis added
+/// it, before any replay).
 pub fn timestamp(entry: &Entry) -> Result<DateTime<Utc>, ValidationError> {
     match entry.text("timestamp") {
         Some(Ok(text)) => DateTime::parse_from_rfc3339(text)

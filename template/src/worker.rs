@@ -15,7 +15,8 @@
 //!    for this consumer, then `XCLAIM` to itself, which counts a delivery);
 //! 4. new entries (`XREADGROUP ... >`, blocking up to `block_timeout`).
 //!
-//! Entries are acknowledged only after processing.
+//! Entries are acknowledged only after processing. A dead letter replayed
+//! for another group (see [`crate::replay`]) is acknowledged unprocessed.
 //!
 //! While a full batch of new entries is processed, the next batch is read
 //! ahead (without blocking), so Redis prepares it while this worker works;
@@ -84,6 +85,8 @@ pub struct StepReport {
     pub deleted: usize,
     /// Entries still running when the shutdown deadline passed; left pending.
     pub abandoned: usize,
+    /// Dead letters replayed for another group, acknowledged unprocessed.
+    pub skipped: usize,
 }
 
 /// A consumer-group worker running handler `H`.

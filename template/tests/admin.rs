@@ -143,20 +143,25 @@ async fn dead_letters_can_be_listed_replayed_and_processed() {
     assert_eq!(letters[0].original_id, ids[0]);
     assert_eq!(letters[0].reason, "downstream said no");
     assert_eq!(letters[0].fields, [("data".to_owned(), "one".to_owned())]);
+    assert_eq!(letters[0].group, settings.redis.consumer_group);
     let listed = stdout(&cli(&settings, &["dlq", "list"], None));
     assert!(listed.contains("reason: downstream said no"), "{listed}");
+    let group = format!("group {}", settings.redis.consumer_group);
+    assert!(listed.contains(&group), "{listed}");
 
-    // Replay one by its dead-letter ID, then the rest.
-    assert_eq!(
-        admin
-            .replay(std::slice::from_ref(&letters[1].id))
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    // A dry run moves nothing; then one by its dead-letter ID, then the rest.
+    let dry = stdout(&cli(&settings, &["dlq", "replay", "--dry-run"], None));
+    assert!(dry.contains("would move 3 dead letters"), "{dry}");
+    assert_eq!(dead_letters(&mut redis, &settings).await.len(), 3);
+    let one = admin
+        .replay(std::slice::from_ref(&letters[1].id), false)
+        .await
+        .unwrap();
+    assert_eq!(one.len(), 1);
+    assert!(one[0].new_id.is_some());
+    assert_eq!(one[0].original_id, ids[1]);
     assert!(matches!(
-        admin.replay(&["1-1".to_owned()]).await,
+        admin.replay(&["1-1".to_owned()], false).await,
         Err(AdminError::NoSuchDeadLetter(_))
     ));
     let out = stdout(&cli(&settings, &["dlq", "replay"], None));
@@ -171,6 +176,64 @@ async fn dead_letters_can_be_listed_replayed_and_processed() {
     worker.step().await.unwrap();
     assert_eq!(pending(&mut redis, &settings).await, 0);
     assert!(dead_letters(&mut redis, &settings).await.is_empty());
+    // The business logic saw the producer's IDs and fields again.
+    let mut original_ids = recorder.original_ids();
+    original_ids.sort();
+    assert_eq!(original_ids, ids);
+}
+
+#[tokio::test]
+async fn a_replay_reaches_only_the_group_that_dead_lettered_it() {
+    let settings = settings("replay-groups");
+    let mut other = settings.clone();
+    other.redis.consumer_group = format!("{}-other", settings.redis.consumer_group);
+    other.redis.consumer_name = Some("other-consumer".to_owned());
+    let mut redis = connect(&settings).await;
+    let stream = &settings.redis.stream;
+
+    // Group `settings` fails an entry for good; the other group processes it.
+    let failing = Recorder::new(|_, _| Err(ProcessError::permanent("no")));
+    let mut worker = Worker::new(&settings, failing).unwrap();
+    worker.step().await.unwrap();
+    let others = Recorder::succeeding();
+    let mut other_worker = Worker::new(&other, others.clone()).unwrap();
+    other_worker.step().await.unwrap();
+    let ids = add(&mut redis, stream, &[r#"{"n":1}"#]).await;
+    while dead_letters(&mut redis, &settings).await.is_empty() {
+        worker.step().await.unwrap();
+    }
+    while others.finished().is_empty() {
+        other_worker.step().await.unwrap();
+    }
+
+    let replayed = Admin::connect(&settings)
+        .await
+        .unwrap()
+        .replay(&[], false)
+        .await
+        .unwrap();
+    assert_eq!(replayed.len(), 1);
+    let new_id = replayed[0].new_id.clone().unwrap();
+    assert_ne!(new_id, ids[0]);
+
+    // The other group acknowledges the replay without processing it.
+    let report = other_worker.step().await.unwrap();
+    assert_eq!((report.skipped, report.processed), (1, 0));
+    assert_eq!(others.seen().len(), 1, "the other group saw it once");
+    // Its own group processes it, under the original ID and fields.
+    let recorder = Recorder::succeeding();
+    let mut worker = Worker::new(&settings, recorder.clone()).unwrap();
+    while recorder.finished().is_empty() {
+        worker.step().await.unwrap();
+    }
+    assert_eq!(recorder.original_ids(), ids);
+    let entry = recorder.entries().pop().unwrap();
+    assert_eq!(entry.id, new_id);
+    assert_eq!(entry.get("data"), Some(&br#"{"n":1}"#[..]));
+    assert_eq!(
+        entry.millis(),
+        ids[0].split('-').next().unwrap().parse().ok()
+    );
 }
 
 #[tokio::test]
@@ -186,8 +249,10 @@ async fn purge_asks_unless_told_yes() {
         !refused.status.success(),
         "no terminal to confirm on: refused"
     );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--yes"), "{stderr}");
     assert_eq!(dead_letters(&mut redis, &settings).await.len(), 1);
-    let out = stdout(&cli(&settings, &["dlq", "purge", "--yes"], None));
+    let out = stdout(&cli(&settings, &["dlq", "purge", "-y"], None));
     assert!(out.contains("deleted 1 dead letters"), "{out}");
     assert!(dead_letters(&mut redis, &settings).await.is_empty());
 }

@@ -1,5 +1,6 @@
-//! `dlq`: lists dead letters, moves them back onto the stream (each
-//! atomically) or deletes them all.
+//! `dlq`: lists dead letters with their group and reason, moves them back
+//! onto the stream (each exactly once, to its own group: see
+//! [`crate::replay`]) or deletes them all once confirmed.
 
 use std::fmt;
 use std::io::IsTerminal;
@@ -8,25 +9,20 @@ use serde::Serialize;
 
 use super::{Admin, AdminError, PAGE};
 use crate::consumer::reply::parse_range;
-use crate::dead_letter::{self, DELIVERIES, FAILED_AT_MS, ORIGINAL_ID, REASON};
+use crate::dead_letter::{self, DELIVERIES, FAILED_AT_MS, GROUP, REASON};
 use crate::entry::Entry;
-
-/// Moves one dead letter back atomically: `XADD` to the stream, then `XDEL`
-/// from the dead-letter stream. If the `XADD` fails the script stops, so the
-/// dead letter is never deleted without its copy being written.
-const REPLAY: &str = r"
-local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
-redis.call('XDEL', KEYS[2], ARGV[1])
-return id
-";
+use crate::replay;
 
 /// A dead letter as `dlq list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeadLetterView {
     /// Its ID in the dead-letter stream (what `dlq replay` takes).
     pub id: String,
-    /// Its ID in the source stream.
+    /// The ID the producer's entry first had in the source stream (before
+    /// any replay).
     pub original_id: String,
+    /// The consumer group that gave up on it; a replay goes to it alone.
+    pub group: String,
     /// Deliveries before it was given up on.
     pub deliveries: String,
     /// The last error.
@@ -55,8 +51,8 @@ impl fmt::Display for DeadLetterList {
         for letter in &self.letters {
             writeln!(
                 f,
-                "{}  original {}  deliveries {}  reason: {}",
-                letter.id, letter.original_id, letter.deliveries, letter.reason
+                "{}  original {}  group {}  deliveries {}  reason: {}",
+                letter.id, letter.original_id, letter.group, letter.deliveries, letter.reason
             )?;
             for (name, value) in &letter.fields {
                 writeln!(f, "    {name} = {value}")?;
@@ -66,23 +62,61 @@ impl fmt::Display for DeadLetterList {
     }
 }
 
-/// What `dlq replay` prints.
+/// What `dlq replay` did, or with `--dry-run` would do, to one dead letter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplayedLetter {
+    /// The dead letter's ID.
+    pub dead_letter_id: String,
+    /// The ID the producer's entry first had.
+    pub original_id: String,
+    /// The only group that processes the replayed entry.
+    pub group: String,
+    /// Its new ID in the stream; `None` in a dry run, or when another replay
+    /// (or a purge) took the dead letter first.
+    pub new_id: Option<String>,
+}
+
+/// What `dlq replay` prints: each dead letter, then the count.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Replayed {
-    /// The new entry IDs in the stream.
-    pub ids: Vec<String>,
+    /// The dead letters it took up.
+    pub letters: Vec<ReplayedLetter>,
     /// The stream they went back to.
     pub stream: String,
+    /// Whether this was only a dry run.
+    pub dry_run: bool,
 }
 
 impl fmt::Display for Replayed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "moved {} dead letters back onto {}",
-            self.ids.len(),
-            self.stream
-        )
+        for letter in &self.letters {
+            let outcome = match (&letter.new_id, self.dry_run) {
+                (_, true) => "would move".to_owned(),
+                (Some(new_id), false) => format!("moved to {new_id}"),
+                (None, false) => "already taken by another replay".to_owned(),
+            };
+            writeln!(
+                f,
+                "{}  original {}  group {}: {outcome}",
+                letter.dead_letter_id, letter.original_id, letter.group
+            )?;
+        }
+        if self.dry_run {
+            writeln!(
+                f,
+                "dry run: would move {} dead letters back onto {}, each for its own group only",
+                self.letters.len(),
+                self.stream
+            )
+        } else {
+            let moved = self.letters.iter().filter(|letter| letter.new_id.is_some());
+            writeln!(
+                f,
+                "moved {} dead letters back onto {}, each for its own group only",
+                moved.count(),
+                self.stream
+            )
+        }
     }
 }
 
@@ -118,20 +152,35 @@ impl Admin {
         })
     }
 
-    /// `dlq replay`: the given dead letters (none: all) back onto the stream.
-    pub async fn replay_dead_letters(&mut self, ids: &[String]) -> Result<Replayed, AdminError> {
+    /// `dlq replay`: the given dead letters (none: the configured group's)
+    /// back onto the stream, each to its own group; with `dry_run` nothing
+    /// moves.
+    pub async fn replay_dead_letters(
+        &mut self,
+        ids: &[String],
+        dry_run: bool,
+    ) -> Result<Replayed, AdminError> {
         Ok(Replayed {
-            ids: self.replay(ids).await?,
+            letters: self.replay(ids, dry_run).await?,
             stream: self.stream.clone(),
+            dry_run,
         })
     }
 
     /// `dlq purge`: deletes every dead letter once the operator confirmed,
-    /// with `--yes` or by answering on the terminal.
+    /// with `--yes` or by answering on the terminal. Without a terminal to
+    /// ask on it refuses at once rather than wait for an answer.
     pub async fn purge_dead_letters(&mut self, confirmed: bool) -> Result<Purged, AdminError> {
-        let question = format!("Delete every dead letter in {}?", self.dead_letter_stream);
-        if !confirmed && !confirm(&question)? {
-            return Err(AdminError::NotConfirmed);
+        if !confirmed {
+            if !std::io::stdin().is_terminal() {
+                return Err(AdminError::NoTerminalToConfirm(
+                    self.dead_letter_stream.clone(),
+                ));
+            }
+            let question = format!("Delete every dead letter in {}?", self.dead_letter_stream);
+            if !confirm(&question)? {
+                return Err(AdminError::NotConfirmed);
+            }
         }
         Ok(Purged {
             count: self.purge().await?,
@@ -152,11 +201,21 @@ impl Admin {
         Ok(parse_range(reply)?.iter().map(view).collect())
     }
 
-    /// Moves dead letters back onto the stream (all, or those with the given
-    /// dead-letter IDs), each atomically; returns the new entry IDs.
-    pub async fn replay(&mut self, ids: &[String]) -> Result<Vec<String>, AdminError> {
+    /// Moves dead letters back onto the stream, each to the group that gave
+    /// up on it (see [`crate::replay`]): those with the given dead-letter
+    /// IDs, or with none every dead letter of the configured group. Each
+    /// moves atomically and at most once, however many replays run at once;
+    /// one that another replay took first comes back with no new ID. With
+    /// `dry_run` nothing moves.
+    pub async fn replay(
+        &mut self,
+        ids: &[String],
+        dry_run: bool,
+    ) -> Result<Vec<ReplayedLetter>, AdminError> {
         let letters = if ids.is_empty() {
-            self.all_dead_letters().await?
+            let mut letters = self.all_dead_letters().await?;
+            letters.retain(|letter| letter.get(GROUP) == Some(self.group.as_bytes()));
+            letters
         } else {
             let mut letters = Vec::new();
             for id in ids {
@@ -176,20 +235,31 @@ impl Admin {
             }
             letters
         };
-        let script = redis::Script::new(REPLAY);
-        let mut replayed = Vec::new();
-        for letter in letters {
-            let original = dead_letter::original(&letter);
-            let mut invocation = script.prepare_invoke();
-            invocation
-                .key(&self.stream)
-                .key(&self.dead_letter_stream)
-                .arg(&letter.id);
-            for (name, value) in &original.fields {
-                invocation.arg(name).arg(value);
-            }
-            let id: String = invocation.invoke_async(&mut self.connection).await?;
-            replayed.push(id);
+        let mut replayed: Vec<ReplayedLetter> = letters
+            .iter()
+            .map(|letter| {
+                let view = view(letter);
+                ReplayedLetter {
+                    dead_letter_id: view.id,
+                    original_id: view.original_id,
+                    group: view.group,
+                    new_id: None,
+                }
+            })
+            .collect();
+        if dry_run {
+            return Ok(replayed);
+        }
+        let ids: Vec<String> = letters.into_iter().map(|letter| letter.id).collect();
+        let new_ids = replay::move_back(
+            &mut self.connection,
+            &self.stream,
+            &self.dead_letter_stream,
+            &ids,
+        )
+        .await?;
+        for (letter, new_id) in replayed.iter_mut().zip(new_ids) {
+            letter.new_id = new_id;
         }
         Ok(replayed)
     }
@@ -232,11 +302,8 @@ impl Admin {
     }
 }
 
-/// Asks `question` on the terminal; no terminal means no.
+/// Asks `question` on the terminal; only called when standard input is one.
 fn confirm(question: &str) -> Result<bool, AdminError> {
-    if !std::io::stdin().is_terminal() {
-        return Ok(false);
-    }
     eprint!("{question} [y/N] ");
     let mut answer = String::new();
     std::io::stdin().read_line(&mut answer)?;
@@ -250,13 +317,15 @@ fn view(letter: &Entry) -> DeadLetterView {
             .map(|value| String::from_utf8_lossy(value).into_owned())
             .unwrap_or_default()
     };
+    let original = dead_letter::original(letter);
     DeadLetterView {
         id: letter.id.clone(),
-        original_id: text(ORIGINAL_ID),
+        original_id: original.id,
+        group: text(GROUP),
         deliveries: text(DELIVERIES),
         reason: text(REASON),
         failed_at_ms: text(FAILED_AT_MS),
-        fields: dead_letter::original(letter)
+        fields: original
             .fields
             .iter()
             .map(|(name, value)| {

@@ -6,7 +6,7 @@ use std::panic::AssertUnwindSafe;
 
 use futures_util::{FutureExt, StreamExt};
 use tokio::time::timeout_at;
-use tracing::{Instrument, info_span, warn};
+use tracing::{Instrument, debug, info_span, warn};
 
 use super::{StepReport, Worker};
 use crate::consumer::Delivery;
@@ -15,6 +15,7 @@ use crate::entry::Entry;
 use crate::error::Error;
 use crate::handler::{Handler, ProcessError};
 use crate::observe::Outcome;
+use crate::replay;
 use crate::retry::{Decision, GiveUp};
 
 /// Entries whose fate is decided but not yet recorded in Redis.
@@ -48,6 +49,13 @@ impl<H: Handler> Worker<H> {
                     warn!(id = %id, "a pending entry was deleted from the stream before it was processed; acknowledging it");
                     self.ledger.unacked.push(id);
                     report.deleted += 1;
+                }
+                Delivery::Entry(entry)
+                    if replay::is_for_another_group(&entry, &self.consumer.names().group) =>
+                {
+                    debug!(id = %entry.id, "a replay for another group; acknowledging it unprocessed");
+                    self.ledger.unacked.push(entry.id);
+                    report.skipped += 1;
                 }
                 Delivery::Entry(entry) => match self.policy.before(deliveries) {
                     Some(decision) => {

@@ -157,6 +157,7 @@ pub type Behaviour = dyn Fn(&Entry, usize) -> Result<(), ProcessError> + Send + 
 pub struct Recorder {
     seen: Arc<Mutex<HashMap<String, usize>>>,
     finished: Arc<Mutex<Vec<String>>>,
+    entries: Arc<Mutex<Vec<Entry>>>,
     delay: Duration,
     behaviour: Arc<Behaviour>,
 }
@@ -174,6 +175,7 @@ impl Recorder {
         Self {
             seen: Arc::default(),
             finished: Arc::default(),
+            entries: Arc::default(),
             delay: Duration::ZERO,
             behaviour: Arc::new(behaviour),
         }
@@ -194,6 +196,19 @@ impl Recorder {
     pub fn finished(&self) -> Vec<String> {
         self.finished.lock().unwrap().clone()
     }
+
+    /// Every entry handed over, as the handler got it.
+    pub fn entries(&self) -> Vec<Entry> {
+        self.entries.lock().unwrap().clone()
+    }
+
+    /// The original ID of every entry handed over, in order.
+    pub fn original_ids(&self) -> Vec<String> {
+        self.entries()
+            .iter()
+            .map(|entry| entry.original_id().to_owned())
+            .collect()
+    }
 }
 
 impl Handler for Recorder {
@@ -204,6 +219,7 @@ impl Handler for Recorder {
             *count += 1;
             *count
         };
+        self.entries.lock().unwrap().push(entry.clone());
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }

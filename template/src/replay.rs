@@ -1,0 +1,95 @@
+//! How a dead letter goes back onto the stream: exactly once, to the group
+//! that gave up on it, keeping what the producer wrote.
+//!
+//! A replayed entry is a new entry of the stream (Redis gives it a new ID)
+//! with the producer's fields unchanged, followed by:
+//! - `replay.original_id`: the ID the producer's entry first had, kept over
+//!   repeated replays; [`Entry::original_id`] returns it, and
+//!   [`Entry::millis`] takes the production time from it, so deduplicating
+//!   on the ID and timestamps from the ID still work;
+//! - `replay.group`: the group that dead-lettered it. Every group of the
+//!   stream reads the new entry, but the workers of other groups
+//!   acknowledge it without processing it ([`is_for_another_group`]), so a
+//!   replay for one group is never processed again by the others;
+//! - `replay.dead_letter_id`: where it came from, for tracing.
+//!
+//! The move itself is one Lua script per batch (`replay.lua`): it
+//! reads each dead letter, adds it to the stream and deletes it, atomically,
+//! and skips a dead letter already gone. However many replays run at once,
+//! each dead letter goes back once. The script touches only the stream and
+//! the dead-letter stream, so on a Redis Cluster it needs both in one hash
+//! slot (`{orders}` and `{orders}:dlq`).
+
+use redis::aio::ConnectionLike;
+
+use crate::entry::Entry;
+use crate::error::Error;
+
+/// Prefix of the fields a replay adds; a producer should not use it.
+pub const FIELD_PREFIX: &str = "replay.";
+/// The ID the producer's entry first had.
+pub const ORIGINAL_ID: &str = "replay.original_id";
+/// The only group that processes the replayed entry.
+pub const GROUP: &str = "replay.group";
+/// The dead letter it was replayed from.
+pub const DEAD_LETTER_ID: &str = "replay.dead_letter_id";
+
+/// See the module documentation.
+const MOVE_BACK: &str = include_str!("replay.lua");
+
+/// Dead letters moved per script call: a batch runs atomically, so this
+/// bounds how long Redis is busy with one call.
+pub const BATCH: usize = 100;
+
+/// Whether `entry` is a replay meant for a group other than `group`: its
+/// workers acknowledge it without processing.
+pub fn is_for_another_group(entry: &Entry, group: &str) -> bool {
+    entry
+        .get(GROUP)
+        .is_some_and(|target| target != group.as_bytes())
+}
+
+/// Moves the dead letters with these IDs from `dead_letter_stream` back to
+/// `stream`, each atomically and at most once. Returns, per ID, the new
+/// entry's ID, or `None` if the dead letter no longer existed (another
+/// replay, or a purge, took it first).
+pub async fn move_back(
+    connection: &mut impl ConnectionLike,
+    stream: &str,
+    dead_letter_stream: &str,
+    ids: &[String],
+) -> Result<Vec<Option<String>>, Error> {
+    let script = redis::Script::new(MOVE_BACK);
+    let mut moved = Vec::with_capacity(ids.len());
+    for batch in ids.chunks(BATCH) {
+        let mut invocation = script.prepare_invoke();
+        invocation.key(stream).key(dead_letter_stream).arg(batch);
+        let new_ids: Vec<Option<String>> = invocation.invoke_async(connection).await?;
+        if new_ids.len() != batch.len() {
+            return Err(Error::Reply {
+                command: "EVALSHA",
+                detail: format!(
+                    "the replay script answered {} IDs for {}",
+                    new_ids.len(),
+                    batch.len()
+                ),
+            });
+        }
+        moved.extend(new_ids);
+    }
+    Ok(moved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_replays_for_other_groups_are_skipped() {
+        let plain = Entry::new("1-0", [("data", "{}")]);
+        let mine = Entry::new("2-0", [("data", "{}"), (GROUP, "a")]);
+        assert!(!is_for_another_group(&plain, "a"));
+        assert!(!is_for_another_group(&mine, "a"));
+        assert!(is_for_another_group(&mine, "b"));
+    }
+}
