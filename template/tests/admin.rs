@@ -343,6 +343,34 @@ fn config_shows_sources_and_never_the_password() {
 }
 
 #[test]
+fn no_url_form_shows_its_password_in_config_or_errors() {
+    let socket = std::env::temp_dir().join(format!("no-redis-{}.sock", std::process::id()));
+    let socket = socket.display();
+    for url in [
+        "redis://app:hunter2@127.0.0.1:1".to_owned(),
+        "redis://127.0.0.1:1?password=hunter2".to_owned(),
+        format!("unix://{socket}?user=app&pass=hunter2"),
+        format!("redis+unix://{socket}?password=hunter2"),
+        "redis://app:hunter2@127.0.0.1:1,redis://app:hunter2@127.0.0.1:2".to_owned(),
+    ] {
+        let mut settings = Settings::default();
+        settings.redis.url = url.as_str().into();
+        for args in [&["config"][..], &["status"], &["dlq", "list"]] {
+            let output = cli(&settings, args, None);
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert!(!text.contains("hunter2"), "{url} {args:?}: {text}");
+            if args == ["config"] && output.status.success() && url.contains("app@") {
+                assert!(text.contains("app"), "the user name stays: {text}");
+            }
+        }
+    }
+}
+
+#[test]
 fn an_invalid_setting_stops_the_start_with_key_source_and_reason() {
     let settings = Settings::default();
     let mut command = Command::new(BIN);
