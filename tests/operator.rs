@@ -66,8 +66,7 @@ fn command(env: &[(&str, &str)], args: &[&str]) -> Command {
 fn run(env: &[(&str, &str)], args: &[&str]) -> Output {
     let mut command = command(env, args);
     command.stdin(std::process::Stdio::null());
-    let output = command.output().expect("the binary starts");
-    output
+    command.output().expect("the binary starts")
 }
 
 /// Its standard output, after checking that it succeeded.
