@@ -595,6 +595,13 @@ fn no_password_reaches_config_status_errors_or_logs_in_any_url_form() {
             None,
             false,
         ),
+        // TLS is not built in by default: refused at start.
+        (
+            format!("rediss://app:{APP_PASSWORD}@127.0.0.1:{port}"),
+            None,
+            Some("app"),
+            false,
+        ),
         (
             format!("redis://app:{APP_PASSWORD}@127.0.0.1:{dead}"),
             None,
