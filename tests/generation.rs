@@ -297,12 +297,26 @@ fn every_dependency_of_the_generated_crate_is_a_refused_name() {
 }
 
 #[test]
-fn a_redis_url_with_credentials_is_refused() {
-    assert_refused(
-        "redis_url",
-        "redis://:secret@127.0.0.1:6379",
-        "must not hold credentials; give them at run time with REDIS_URL",
-    );
+fn a_redis_url_with_credentials_is_refused_without_repeating_them() {
+    for url in [
+        "redis://:s3cret-pw@127.0.0.1:6379",
+        "redis://app:s3cret-pw@db.internal:6379/0",
+        "rediss://app:s3cret-pw@db.internal:6380",
+        "redis://db.internal:6379?password=s3cret-pw",
+        "http://app:s3cret-pw@db.internal",
+    ] {
+        let error = refusal("redis_url", url);
+        assert!(
+            error.contains("invalid value for `redis_url`: the URL holds credentials")
+                && error.contains("REDIS_URL")
+                && error.contains("REDIS_PASSWORD_FILE"),
+            "{url}: the refusal does not say how to give them at run time:\n{error}"
+        );
+        assert!(
+            !error.contains("s3cret-pw"),
+            "{url}: the refusal repeats the password:\n{error}"
+        );
+    }
 }
 
 #[test]
