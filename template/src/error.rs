@@ -1,4 +1,4 @@
-//! The runtime's error type.
+//! The runtime's error type, and how any error is reported to a person.
 
 use std::path::PathBuf;
 
@@ -51,4 +51,49 @@ pub(crate) fn connection_failed(error: &redis::RedisError) -> bool {
         || error.is_timeout()
         || error.is_unrecoverable_error()
         || error.code() == Some("LOADING")
+}
+
+/// `error` and its causes on one line, `: ` between them, each cause once.
+///
+/// Many errors repeat their cause in their own message (`{0}` in the
+/// message and the same value as the source), so a plain walk down the chain
+/// prints it twice; a cause whose text the line already holds is left out.
+pub fn report(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(current) = cause {
+        let text = current.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = current.source();
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    enum Outer {
+        #[error("line 1: not a JSON document: {0}")]
+        Repeats(#[source] std::io::Error),
+        #[error("cannot send")]
+        Wraps(#[source] std::io::Error),
+    }
+
+    #[test]
+    fn each_cause_is_reported_once() {
+        let cause = || std::io::Error::other("expected ident at line 1 column 2");
+        assert_eq!(
+            report(&Outer::Repeats(cause())),
+            "line 1: not a JSON document: expected ident at line 1 column 2"
+        );
+        assert_eq!(
+            report(&Outer::Wraps(cause())),
+            "cannot send: expected ident at line 1 column 2"
+        );
+    }
 }

@@ -10,6 +10,7 @@ use figment::value::Value;
 
 use {{crate_name}}::admin::{self, Admin, Documents, TrimTo};
 use {{crate_name}}::business_logic::BusinessLogic;
+use {{crate_name}}::error::report;
 use {{crate_name}}::settings::{self, Loaded, Overrides};
 use {{crate_name}}::{Worker, shutdown, telemetry};
 
@@ -193,7 +194,7 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // Library errors may echo the URL or the password: scrubbed.
-            eprintln!("error: {}", redactor.scrub(&format!("{error:#}")));
+            eprintln!("error: {}", redactor.scrub(&report(error.as_ref())));
             ExitCode::FAILURE
         }
     }

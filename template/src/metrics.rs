@@ -70,8 +70,19 @@ pub enum MetricsError {
     /// The Redis URL cannot be used.
     #[error(transparent)]
     Redis(#[from] crate::error::Error),
-    /// The address is taken or not ours.
-    #[error("cannot listen on {addr}: {source}")]
+    /// Another process listens there already; most often another worker on
+    /// the same host, started with the same `METRICS_ADDR`.
+    #[error(
+        "cannot listen on {addr} (METRICS_ADDR): another process, perhaps another worker on this \
+         host, listens there already; give each process its own METRICS_ADDR, such as \
+         METRICS_ADDR=127.0.0.1:9465, or METRICS_ADDR=127.0.0.1:0 for any free port"
+    )]
+    AddrInUse {
+        /// The address.
+        addr: String,
+    },
+    /// The address is not ours, or the system refused for another reason.
+    #[error("cannot listen on {addr} (METRICS_ADDR)")]
     Bind {
         /// The address.
         addr: String,
@@ -293,9 +304,13 @@ pub async fn serve(
     redis: Connector,
     names: Names,
 ) -> Result<SocketAddr, MetricsError> {
-    let bind_error = |source| MetricsError::Bind {
-        addr: settings.addr.clone(),
-        source,
+    let bind_error = |source: std::io::Error| {
+        let addr = settings.addr.clone();
+        if source.kind() == std::io::ErrorKind::AddrInUse {
+            MetricsError::AddrInUse { addr }
+        } else {
+            MetricsError::Bind { addr, source }
+        }
     };
     let listener = tokio::net::TcpListener::bind(&settings.addr)
         .await
