@@ -14,36 +14,40 @@ use {{crate_name}}::error::report;
 use {{crate_name}}::settings::{self, Loaded, Overrides};
 use {{crate_name}}::{Worker, shutdown, telemetry};
 
+/// The heading of the options every command takes, so that a command's
+/// `--help` shows its own options apart from them.
+const GLOBAL: &str = "Global options";
+
 /// {{description}}
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
     /// Config file (`.yaml`, `.yml` or `.toml`).
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, help_heading = GLOBAL, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Redis URL (`REDIS_URL`).
-    #[arg(long, global = true, value_name = "URL")]
+    #[arg(long, global = true, help_heading = GLOBAL, value_name = "URL")]
     redis_url: Option<String>,
     /// Stream to consume (`REDIS_STREAM`).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     stream: Option<String>,
     /// Consumer group (`REDIS_CONSUMER_GROUP`).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     group: Option<String>,
     /// This consumer's name (`REDIS_CONSUMER_NAME`); default `<host>-<pid>`.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     consumer: Option<String>,
     /// Entries processed at once (`WORKER_CONCURRENCY`).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     concurrency: Option<u64>,
     /// Entries per read (`WORKER_BATCH_SIZE`).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     batch_size: Option<u64>,
     /// Log level (`LOG_LEVEL`).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     log_level: Option<String>,
     /// Log format, `pretty` or `json` (`LOG_FORMAT`).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     log_format: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
