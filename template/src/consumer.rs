@@ -233,6 +233,13 @@ impl Consumer {
         parse_read(reply)
     }
 
+    /// Forgets the connections after a blocking read was dropped before its
+    /// reply came: a reply still owed on a connection must never be taken
+    /// for the answer to a later command, so the next command connects anew.
+    pub fn abandon_read(&mut self) {
+        self.connections = None;
+    }
+
     /// Up to `count` entries of this consumer's own pending list, with IDs
     /// after `after` (`0` for the start).
     pub async fn read_pending(

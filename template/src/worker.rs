@@ -17,6 +17,8 @@
 //!
 //! Entries are acknowledged only after processing. A dead letter replayed
 //! for another group (see [`crate::replay`]) is acknowledged unprocessed.
+//! A shutdown asked for while the worker waits for new entries ends that
+//! wait at once.
 //!
 //! While a full batch of new entries is processed, the next batch is read
 //! ahead (without blocking), so Redis prepares it while this worker works;
@@ -297,8 +299,21 @@ impl<H: Handler> Worker<H> {
             if self.own_failures {
                 wake = wake.min(self.next_retry_scan);
             }
-            let deliveries = self.consumer.read_new(batch, wake - now).await?;
-            (Source::New, first_deliveries(deliveries))
+            let mut stop = self.shutdown.clone();
+            tokio::select! {
+                // Entries that arrived with the signal are processed first.
+                biased;
+                read = self.consumer.read_new(batch, wake - now) => (Source::New, first_deliveries(read?)),
+                _ = stop.requested() => {
+                    // Nothing is in flight while the worker waits for new
+                    // entries, so it can stop at once instead of waiting out
+                    // the block. The read may still deliver entries to this
+                    // consumer; they stay pending for its next start or a
+                    // takeover, and its connection is not used again.
+                    self.consumer.abandon_read();
+                    (Source::Idle, Vec::new())
+                }
+            }
         };
         if source == Source::New && deliveries.len() == batch && self.new_entries_next() {
             self.read_ahead = self.consumer.read_ahead(batch);
