@@ -34,6 +34,7 @@
 //!   config file, environment and flags; `settings/validate.rs` checks them.
 //! - [`telemetry`] — logging.
 //! - [`observe`] — the events the worker reports.
+//! - [`summary`] — the periodic summary in the log.
 {%- if use_serde_validation %}
 //! - [`validation`] — typed messages from raw entries, with serde.
 {%- endif %}
@@ -59,6 +60,7 @@ pub mod replay;
 pub mod retry;
 pub mod settings;
 pub mod shutdown;
+pub mod summary;
 pub mod telemetry;
 {%- if use_serde_validation %}
 pub mod validation;

@@ -1,6 +1,7 @@
 //! What the worker reports as it runs, for whoever wants to count it
 //! (metrics, tests).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How one delivery of an entry ended.
@@ -32,3 +33,28 @@ pub trait Observer: Send + Sync + 'static {
 
 /// Reports nothing.
 impl Observer for () {}
+
+/// Reports to each observer in turn, so metrics, the log summary and tests
+/// can all listen to one worker.
+impl Observer for Vec<Arc<dyn Observer>> {
+    fn processed(&self, outcome: Outcome, elapsed: Duration) {
+        self.iter()
+            .for_each(|observer| observer.processed(outcome, elapsed));
+    }
+    fn dead_lettered(&self, count: usize) {
+        self.iter()
+            .for_each(|observer| observer.dead_lettered(count));
+    }
+    fn claimed(&self, count: usize) {
+        self.iter().for_each(|observer| observer.claimed(count));
+    }
+    fn retried(&self, count: usize) {
+        self.iter().for_each(|observer| observer.retried(count));
+    }
+    fn in_flight(&self, count: usize) {
+        self.iter().for_each(|observer| observer.in_flight(count));
+    }
+    fn reconnecting(&self) {
+        self.iter().for_each(|observer| observer.reconnecting());
+    }
+}

@@ -50,6 +50,7 @@ use crate::observe::Observer;
 use crate::retry::RetryPolicy;
 use crate::settings::{Settings, WorkerSettings};
 use crate::shutdown::{self, Shutdown};
+use crate::summary::{self, SUMMARY_INTERVAL, Summary};
 
 use self::process::Ledger;
 use self::sources::{delivery_id, first_deliveries};
@@ -174,6 +175,9 @@ impl<H: Handler> Worker<H> {
         });
         let names = self.names().clone();
         info!(stream = %names.stream, group = %names.group, consumer = %names.consumer, "worker started");
+        let summary = Arc::new(Summary::default());
+        self.observer = Arc::new(vec![self.observer.clone(), summary.clone()]);
+        let summarise = tokio::spawn(summary::log_every(summary.clone(), SUMMARY_INTERVAL));
 
         let mut backoff = Backoff::new(
             self.settings.reconnect_backoff,
@@ -210,7 +214,14 @@ impl<H: Handler> Worker<H> {
         }
         self.finish().await;
         watcher.abort();
-        info!("worker stopped");
+        summarise.abort();
+        let totals = summary.totals();
+        info!(
+            processed = totals.processed,
+            failed = totals.failed,
+            dead_lettered = totals.dead_lettered,
+            "worker stopped"
+        );
     }
 
     /// Processes the entries read ahead and acknowledges what was processed,
