@@ -28,9 +28,14 @@ pub enum SettingsError {
     /// The config file's extension names no known format.
     #[error("config file {0}: unknown format (use .yaml, .yml or .toml)")]
     UnknownFormat(PathBuf),
-    /// A value could not be read: a wrong type, an unknown key, bad syntax.
+    /// A file could not be read: bad syntax.
     #[error("{}", describe_figment(.0))]
     Load(#[source] Box<figment::Error>),
+    /// Values could not be read: a wrong type, an unknown key. Each is
+    /// described by what the user set (variable, file or flag) and the form
+    /// the key takes, with its unit.
+    #[error("{0}")]
+    Malformed(String),
     /// A top-level key names no setting.
     #[error("unknown key `{key}` in {source_name}")]
     UnknownKey {
@@ -58,6 +63,64 @@ fn describe_figment(error: &figment::Error) -> String {
         .map(|error| error.to_string())
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// Every error of `error`, each as "invalid `key` from <where the user set
+/// it>: expected <form, with its unit>, found <what was there>".
+fn malformed(
+    error: figment::Error,
+    figment: &Figment,
+    env_names: &HashMap<String, String>,
+) -> SettingsError {
+    let described: Vec<String> = error
+        .into_iter()
+        .map(|error| {
+            use figment::error::Kind;
+
+            let key = error.path.join(".");
+            let origin = describe_source(figment, env_names, &key);
+            let reason = match &error.kind {
+                Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => {
+                    format!("expected {}, found {actual}", expected_form(&key, expected))
+                }
+                Kind::UnknownField(_, known) => {
+                    return format!(
+                        "unknown key `{key}` in {origin}; expected one of {}",
+                        quoted(known)
+                    );
+                }
+                Kind::UnknownVariant(value, known) => {
+                    format!("expected one of {}, found `{value}`", quoted(known))
+                }
+                other => other.to_string(),
+            };
+            format!("invalid `{key}` from {origin}: {reason}")
+        })
+        .collect();
+    SettingsError::Malformed(described.join("; "))
+}
+
+/// What a key takes, in words, with its unit: keys in milliseconds end in
+/// `_ms`.
+fn expected_form(key: &str, expected: &str) -> String {
+    let whole = ["u8", "u16", "u32", "u64", "usize"]
+        .iter()
+        .any(|number| expected.starts_with(number));
+    if key.ends_with("_ms") {
+        "a whole number of milliseconds, such as 5000".to_owned()
+    } else if whole {
+        "a whole number, such as 10".to_owned()
+    } else {
+        expected.to_owned()
+    }
+}
+
+fn quoted(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|name| format!("`{name}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Settings given on the command line, as `(dotted key, value)` pairs.
@@ -188,10 +251,10 @@ pub fn load(
 
     let mut settings: Settings = figment
         .extract_lossy()
-        .map_err(|error| SettingsError::Load(Box::new(error)))?;
+        .map_err(|error| malformed(error, &figment, &env_names))?;
     settings.modules = figment
         .extract_lossy()
-        .map_err(|error| SettingsError::Load(Box::new(error)))?;
+        .map_err(|error| malformed(error, &figment, &env_names))?;
     let loaded = Loaded {
         settings,
         warnings,
@@ -575,6 +638,50 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("block_timeout_ms"), "{error}");
+    }
+
+    #[test]
+    fn a_malformed_value_names_what_the_user_set_and_the_expected_form() {
+        let error = load(None, env(&[("REDIS_BLOCK_TIMEOUT_MS", "abc")]), vec![])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "invalid `redis.block_timeout_ms` from environment variable REDIS_BLOCK_TIMEOUT_MS: \
+             expected a whole number of milliseconds, such as 5000, found string \"abc\""
+        );
+        // The old name, as the user set it.
+        let error = load(None, env(&[("REDIS_BLOCK_TIMEOUT", "abc")]), vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("from environment variable REDIS_BLOCK_TIMEOUT: expected a whole number of milliseconds"),
+            "{error}"
+        );
+
+        let error = load(None, env(&[("WORKER_BATCH_SIZE", "many")]), vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("WORKER_BATCH_SIZE: expected a whole number"),
+            "{error}"
+        );
+
+        let file = write("malformed.yaml", "worker:\n  claim_idle_ms: soon\n");
+        let error = load(Some(&file), env(&[]), vec![]).unwrap_err().to_string();
+        assert!(
+            error.starts_with("invalid `worker.claim_idle_ms` from ")
+                && error.contains("malformed.yaml: expected a whole number of milliseconds"),
+            "{error}"
+        );
+
+        let error = load(None, env(&[("LOG_FORMAT", "xml")]), vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.ends_with("LOG_FORMAT: expected one of `pretty`, `json`, found `xml`"),
+            "{error}"
+        );
     }
 
     #[test]
