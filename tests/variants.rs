@@ -1,8 +1,8 @@
 //! Every variant of the template, generated and checked the way a user's CI
 //! would: nothing left unrendered, the right optional files, `cargo fmt
 //! --check`, `cargo clippy --all-targets -- -D warnings`, the project's own
-//! `cargo test` against a Redis of its own, then the built worker consuming
-//! 1,000 entries and stopping cleanly on SIGTERM.
+//! `cargo test` against a Redis of its own (which it must leave empty), then
+//! the built worker consuming 1,000 entries and stopping cleanly on SIGTERM.
 //!
 //! `TEMPLATE_VARIANTS=default,awkward cargo test --test variants` checks only
 //! those (labels in `common::VARIANTS`); the others say they were skipped.
@@ -75,6 +75,16 @@ fn check_variant(label: &str) {
             "  variant `{label}`: its own tests: {}",
             test_counts(&output)
         ));
+        // The tests run against the user's Redis: they must leave nothing.
+        let left: Vec<String> = redis::cmd("KEYS")
+            .arg("*")
+            .query(&mut redis.connect())
+            .expect("KEYS answers");
+        assert!(
+            left.is_empty(),
+            "`{label}`: the project's tests left {} keys in Redis: {left:?}",
+            left.len()
+        );
     }
     cargo(&project, &["build"]);
     end_to_end(variant, &project);

@@ -1,6 +1,8 @@
 //! Helpers for the integration tests: settings that point at the test
-//! Redis (`REDIS_URL`, default `redis://127.0.0.1:6379`) with names of their
-//! own, so tests run in parallel, and a handler that records what it saw.
+//! Redis (`REDIS_URL`, default `redis://127.0.0.1:6379`; add `/15` for a
+//! database of their own) with names of their own, so tests run in
+//! parallel, whose keys are deleted when the test ends, and a handler that
+//! records what it saw.
 
 #![allow(dead_code)]
 
@@ -17,7 +19,9 @@ use tokio::task::JoinHandle;
 use {{crate_name}}::{Entry, Handler, ProcessError, Settings, Worker};
 
 /// Settings for one test: unique stream, group and consumer, fast retries.
-pub fn settings(test: &str) -> Settings {
+/// Every key the test creates starts with the stream's name and is deleted
+/// when the returned value is dropped, also when the test fails.
+pub fn settings(test: &str) -> TestSettings {
     let mut settings = Settings::default();
     if let Ok(url) = std::env::var("REDIS_URL") {
         settings.redis.url = url.as_str().into();
@@ -30,7 +34,46 @@ pub fn settings(test: &str) -> Settings {
     settings.worker.retry_backoff = Duration::from_millis(20);
     settings.worker.retry_backoff_max = Duration::from_millis(40);
     settings.worker.shutdown_timeout = Duration::from_millis(5_000);
-    settings
+    TestSettings(settings)
+}
+
+/// A test's [`Settings`]; on drop, deletes its stream and every key named
+/// `<stream>:...` (the dead letters).
+pub struct TestSettings(Settings);
+
+impl std::ops::Deref for TestSettings {
+    type Target = Settings;
+
+    fn deref(&self) -> &Settings {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for TestSettings {
+    fn deref_mut(&mut self) -> &mut Settings {
+        &mut self.0
+    }
+}
+
+impl Drop for TestSettings {
+    fn drop(&mut self) {
+        // Runs during a panic too, so it must not panic itself: a Redis that
+        // cannot be reached holds nothing to delete.
+        let Ok(client) = redis::Client::open(self.0.redis.url.expose()) else {
+            return;
+        };
+        let Ok(mut redis) = client.get_connection_with_timeout(Duration::from_secs(2)) else {
+            return;
+        };
+        let stream = &self.0.redis.stream;
+        let pattern = format!("{stream}:*");
+        let Ok(found) = redis::Commands::scan_match::<_, String>(&mut redis, &pattern) else {
+            return;
+        };
+        let mut keys: Vec<String> = found.filter_map(Result::ok).collect();
+        keys.push(stream.clone());
+        let _: redis::RedisResult<()> = redis::Commands::del(&mut redis, keys);
+    }
 }
 
 /// A plain connection for setting up and checking.
