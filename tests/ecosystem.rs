@@ -7,6 +7,8 @@
 //! - the Dockerfile keeps to the basics a linter such as hadolint checks
 //!   (pinned base images, several stages, a non-root final stage, apt
 //!   without recommends and without its lists) and builds what it runs;
+//! - the image and compose check the worker's health with its own
+//!   `healthcheck` command;
 //! - compose and the workflow say what the project needs (Redis healthy
 //!   first, the metrics port only with metrics; fmt, clippy and tests
 //!   against a Redis service);
@@ -331,6 +333,13 @@ fn check_dockerfile(
         [r#"["run"]"#],
         "`{label}`: CMD"
     );
+    // The binary checks its own health, so the image needs no HTTP client.
+    let health = instructions(runtime, "HEALTHCHECK");
+    assert!(
+        health.len() == 1
+            && health[0].ends_with(&format!(r#"CMD ["/usr/local/bin/{binary}", "healthcheck"]"#)),
+        "`{label}`: the final stage should have HEALTHCHECK running `{binary} healthcheck`: {health:?}"
+    );
 
     // apt: no recommends, no package lists left in the layer (DL3015, DL3009).
     for stage in &stages {
@@ -461,6 +470,14 @@ fn check_compose(label: &str, project: &GeneratedProject, add_metrics: bool) {
         worker["restart"].as_str(),
         Some("unless-stopped"),
         "`{label}`: restart"
+    );
+    let health = words(&worker["healthcheck"]["test"]);
+    assert!(
+        health.len() == 3
+            && health[0] == "CMD"
+            && health[1].starts_with("/usr/local/bin/")
+            && health[2] == "healthcheck",
+        "`{label}`: the worker's healthcheck should run its `healthcheck` command: {health:?}"
     );
     assert_eq!(
         worker["environment"]["REDIS_URL"].as_str(),

@@ -40,6 +40,8 @@
 {%- endif %}
 {%- if add_metrics %}
 //! - [`metrics`] — Prometheus metrics and health endpoints.
+{%- else %}
+//! - [`heartbeat`] — the file `healthcheck` reads to tell the worker is alive.
 {%- endif %}
 
 pub mod admin;
@@ -51,6 +53,9 @@ pub mod dead_letter;
 pub mod entry;
 pub mod error;
 pub mod handler;
+{%- unless add_metrics %}
+pub mod heartbeat;
+{%- endunless %}
 {%- if add_metrics %}
 pub mod metrics;
 {%- endif %}

@@ -11,6 +11,9 @@ use figment::value::Value;
 use {{crate_name}}::admin::{self, Admin, Documents, TrimTo};
 use {{crate_name}}::business_logic::BusinessLogic;
 use {{crate_name}}::error::report;
+{%- unless add_metrics %}
+use {{crate_name}}::heartbeat::{self, Heartbeat};
+{%- endunless %}
 use {{crate_name}}::settings::{self, Loaded, Overrides};
 use {{crate_name}}::{Worker, shutdown, telemetry};
 
@@ -77,6 +80,17 @@ enum Command {
     Trim(TrimArgs),
     /// Print the effective settings and where each came from.
     Config,
+    /// Exit 0 if the running worker is healthy, 1 with the reason if not
+    /// (for HEALTHCHECK and compose).
+    {%- if add_metrics %}
+    Healthcheck {
+        /// Milliseconds to wait for /healthz to answer.
+        #[arg(long, value_name = "MS", default_value_t = 3_000)]
+        timeout_ms: u64,
+    },
+    {%- else %}
+    Healthcheck,
+    {%- endif %}
 }
 
 #[derive(Debug, clap::Args)]
@@ -254,6 +268,18 @@ async fn dispatch(command: Command, loaded: &Loaded) -> anyhow::Result<()> {
             let mut admin = Admin::connect(settings).await?;
             print!("{}", admin.trim(&request).await?);
         }
+        {%- if add_metrics %}
+        Command::Healthcheck { timeout_ms } => {
+            let timeout = Duration::from_millis(timeout_ms);
+            {{crate_name}}::metrics::probe_health(&settings.modules.metrics.addr, timeout).await?;
+        }
+        {%- else %}
+        Command::Healthcheck => {
+            let heartbeat = &settings.modules.heartbeat;
+            let allowed = heartbeat.allowed_age(settings.redis.block_timeout);
+            heartbeat::check(&heartbeat.file, allowed)?;
+        }
+        {%- endif %}
     }
     Ok(())
 }
@@ -275,6 +301,11 @@ async fn run(loaded: &Loaded) -> anyhow::Result<()> {
     let worker = Worker::new(settings, logic)?;
     {%- if add_metrics %}
     let worker = {{crate_name}}::metrics::attach(settings, worker).await?;
+    {%- else %}
+    // The heartbeat file that `healthcheck` reads.
+    let worker = worker.with_observer(std::sync::Arc::new(Heartbeat::new(
+        &settings.modules.heartbeat.file,
+    )));
     {%- endif %}
 
     worker.run(shutdown::signals()).await;

@@ -335,6 +335,102 @@ pub async fn serve(
     Ok(addr)
 }
 
+/// Why `healthcheck` found the worker unhealthy.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// With port 0 the worker picked a port of its own, which nobody else
+    /// can know.
+    #[error(
+        "METRICS_ADDR {addr} has port 0: the worker listens on a port it picked itself; set a fixed port to check its health"
+    )]
+    AnyPort {
+        /// The configured address.
+        addr: SocketAddr,
+    },
+    /// Nothing answers: the worker is not running, or not here.
+    #[error("the worker does not answer at http://{addr}/healthz (METRICS_ADDR)")]
+    Unreachable {
+        /// The address asked.
+        addr: SocketAddr,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// The connection was made but no answer came in time: the process is
+    /// frozen or overloaded.
+    #[error("http://{addr}/healthz did not answer within {} ms", timeout.as_millis())]
+    Timeout {
+        /// The address asked.
+        addr: SocketAddr,
+        /// How long it waited.
+        timeout: Duration,
+    },
+    /// The worker answered, but not with 200.
+    #[error("http://{addr}/healthz answered `{status}`")]
+    Unhealthy {
+        /// The address asked.
+        addr: SocketAddr,
+        /// The status line of the answer.
+        status: String,
+    },
+}
+
+/// Asks the worker's `/healthz` on `addr` (`METRICS_ADDR`) and waits up to
+/// `timeout` for a `200`. An address on every interface (`0.0.0.0`, `::`)
+/// is asked on the loopback, as inside a container.
+///
+/// A plain HTTP/1.1 exchange: the image needs no HTTP client for it.
+pub async fn probe_health(addr: &str, timeout: Duration) -> Result<(), ProbeError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut target: SocketAddr = addr.parse().map_err(|_| ProbeError::Unreachable {
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source: std::io::Error::other(format!("`{addr}` is not host:port")),
+    })?;
+    if target.port() == 0 {
+        return Err(ProbeError::AnyPort { addr: target });
+    }
+    if target.ip().is_unspecified() {
+        target.set_ip(match target {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let unreachable = |source| ProbeError::Unreachable {
+        addr: target,
+        source,
+    };
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(target)
+            .await
+            .map_err(unreachable)?;
+        let request =
+            format!("GET /healthz HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(unreachable)?;
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).await.map_err(unreachable)?;
+        Ok(reply)
+    };
+    let reply = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| ProbeError::Timeout {
+            addr: target,
+            timeout,
+        })??;
+    let reply = String::from_utf8_lossy(&reply);
+    let status = reply.lines().next().unwrap_or("").trim();
+    if status.split(' ').nth(1) == Some("200") {
+        Ok(())
+    } else {
+        Err(ProbeError::Unhealthy {
+            addr: target,
+            status: status.to_owned(),
+        })
+    }
+}
+
 /// How often the group's lag and pending count are sampled.
 const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a question about the group may take.

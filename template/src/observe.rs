@@ -29,6 +29,9 @@ pub trait Observer: Send + Sync + 'static {
     fn in_flight(&self, _count: usize) {}
     /// A Redis command failed on a broken connection; a new one will be made.
     fn reconnecting(&self) {}
+    /// The consume loop went round once: the worker is not stuck. Called at
+    /// every step, also when it read nothing, and after every backoff.
+    fn alive(&self) {}
 }
 
 /// Reports nothing.
@@ -56,5 +59,8 @@ impl Observer for Vec<Arc<dyn Observer>> {
     }
     fn reconnecting(&self) {
         self.iter().for_each(|observer| observer.reconnecting());
+    }
+    fn alive(&self) {
+        self.iter().for_each(|observer| observer.alive());
     }
 }

@@ -92,15 +92,20 @@ impl Modules {
 }
 {%- else %}
 
-/// The sections of the optional modules generated with this project: none
-/// were.
+/// The sections of the optional modules generated with this project, each
+/// a top-level section of the config file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Modules {}
+pub struct Modules {
+    /// The heartbeat file that `healthcheck` reads.
+    pub heartbeat: crate::heartbeat::HeartbeatSettings,
+}
 
 impl Modules {
-    /// Nothing to check.
+    /// Checks every module's section; the error names the section.
     pub fn validate(&self) -> Result<(), (&'static str, Refusal)> {
-        Ok(())
+        self.heartbeat
+            .validate()
+            .map_err(|refusal| ("heartbeat", refusal))
     }
 }
 {%- endif %}

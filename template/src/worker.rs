@@ -184,6 +184,7 @@ impl<H: Handler> Worker<H> {
             self.settings.reconnect_backoff_max,
         );
         while self.shutdown.deadline().is_none() {
+            self.observer.alive();
             match self.step().await {
                 Ok(report) => {
                     if backoff.attempts() > 0 {
