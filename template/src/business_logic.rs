@@ -112,7 +112,8 @@ impl BusinessLogic {
 
     /// Does the work for one message. Replace the body with yours.
     pub async fn process(&self, message: &Message) -> Result<(), ProcessError> {
-        tracing::info!(
+        // Per entry at debug: the worker logs a summary at info every 10 s.
+        tracing::debug!(
             user_id = message.user_id.as_deref(),
             produced_at = %message.timestamp,
             api_url = self.settings.api_url.as_deref(),

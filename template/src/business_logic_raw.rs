@@ -69,7 +69,8 @@ impl BusinessLogic {
 
     /// Does the work for one entry. Replace the body with yours.
     pub async fn process(&self, entry: &Entry) -> Result<(), ProcessError> {
-        tracing::info!(
+        // Per entry at debug: the worker logs a summary at info every 10 s.
+        tracing::debug!(
             fields = entry.fields.len(),
             api_url = self.settings.api_url.as_deref(),
             "entry processed"
