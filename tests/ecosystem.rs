@@ -337,7 +337,9 @@ fn check_dockerfile(
     let health = instructions(runtime, "HEALTHCHECK");
     assert!(
         health.len() == 1
-            && health[0].ends_with(&format!(r#"CMD ["/usr/local/bin/{binary}", "healthcheck"]"#)),
+            && health[0].ends_with(&format!(
+                r#"CMD ["/usr/local/bin/{binary}", "healthcheck"]"#
+            )),
         "`{label}`: the final stage should have HEALTHCHECK running `{binary} healthcheck`: {health:?}"
     );
 

@@ -10,6 +10,7 @@
 //!   blocking read (the time is printed);
 //! - `healthcheck` exits 0 for a running worker and non-zero for a frozen
 //!   or stopped one, over `/healthz` or the heartbeat file;
+//! - at `info` the log carries a periodic summary, not a line per entry;
 //! - a malformed setting names the variable and the unit, an error names
 //!   each cause once, and `--help` sets the global options apart.
 
@@ -371,6 +372,57 @@ fn healthcheck_without_metrics_reads_the_heartbeat_file() {
             .then_some(())
             .ok_or_else(|| String::from_utf8_lossy(&output.stderr).into_owned())
     });
+}
+
+/// Entries the logging test sends.
+const LOGGED_ENTRIES: usize = 500;
+
+#[test]
+fn at_info_the_log_summarises_instead_of_a_line_per_entry() {
+    for label in ["default", "no-metrics"] {
+        let Some(built) = built(label) else {
+            continue;
+        };
+        let variant = variant(label);
+        let redis = RedisServer::start();
+        let mut command = worker_command(&built.binary, &redis);
+        command
+            .env("LOG_LEVEL", "info")
+            .env("METRICS_ADDR", "127.0.0.1:0")
+            .env(
+                "HEARTBEAT_FILE",
+                std::env::temp_dir().join(format!("lifecycle-log-{}", std::process::id())),
+            );
+        let mut worker = Process::spawn(label, command);
+        wait_blocked_in_read(&redis, &mut worker);
+        let entries: Vec<String> = (0..LOGGED_ENTRIES)
+            .map(|n| format!(r#"{{"n":{n},"user_id":"u{n}"}}"#))
+            .collect();
+        redis.xadd_data(variant.stream, &entries);
+        // The summary comes every 10 s in which something happened.
+        let summary = format!(r#""processed":{LOGGED_ENTRIES},"#);
+        wait_until(Duration::from_secs(30), "the periodic summary", || {
+            worker.assert_running();
+            let logs = worker.stderr();
+            logs.lines()
+                .any(|line| line.contains(&summary) && line.contains(r#""per_second":"#))
+                .then_some(())
+                .ok_or(logs)
+        });
+        worker.terminate();
+        assert!(worker.wait_for_exit(Duration::from_secs(10)).success());
+        let logs = worker.stderr();
+        let lines = logs.lines().count();
+        assert!(
+            lines < 20,
+            "`{label}`: {lines} log lines at info for {LOGGED_ENTRIES} entries:\n{logs}"
+        );
+        assert!(
+            logs.lines()
+                .any(|line| line.contains("worker stopped") && line.contains(&summary)),
+            "`{label}`: the stop line should carry the totals:\n{logs}"
+        );
+    }
 }
 
 #[test]
