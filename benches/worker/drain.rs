@@ -26,6 +26,8 @@ pub struct Drains {
     pub reference: Vec<Drain>,
     /// `bench-default` (validation on).
     pub default: Vec<Drain>,
+    /// `bench-default` logging at info as JSON ([`INFO_JSON`]).
+    pub default_info_json: Vec<Drain>,
     /// `bench-raw` (validation off).
     pub raw: Vec<Drain>,
     /// The `--extra-worker` binary.
@@ -42,7 +44,13 @@ pub struct Drain {
     pub cpu: CpuUse,
 }
 
-pub fn drain_worker(built: &Built, options: &Options) -> (Drain, CpuUse) {
+/// The log settings of the drain that shows what logging costs: what a
+/// production deployment with a log collector runs.
+pub const INFO_JSON: &[(&str, &str)] = &[("LOG_LEVEL", "info"), ("LOG_FORMAT", "json")];
+
+/// Drains with the worker `built`, `env` on top of the usual settings
+/// (`LOG_LEVEL=warn`).
+pub fn drain_worker(built: &Built, options: &Options, env: &[(&str, &str)]) -> (Drain, CpuUse) {
     let redis = RedisServer::start();
     prefill(&redis, options.entries);
     let mut poll = redis.connect();
@@ -57,7 +65,7 @@ pub fn drain_worker(built: &Built, options: &Options) -> (Drain, CpuUse) {
         &redis,
         options,
         &options.wrapper(),
-        &[],
+        env,
     );
     watch.watch("worker", worker.pid(), true);
     loop {

@@ -35,7 +35,9 @@
 //!   same drain in this process: one connection, `XREADGROUP GROUP g c COUNT
 //!   1000 STREAMS s >` then one `XACK` of the batch, until the read is empty.
 //!   Each run drains with the reference, the default and the raw variant in
-//!   turn; figures are medians over the runs;
+//!   turn, and once more with the default at `LOG_LEVEL=info LOG_FORMAT=json`
+//!   (what logging costs a deployment with a log collector); figures are
+//!   medians over the runs;
 //! - latency: a producer adds entries at a steady rate (10,000/s for 30 s),
 //!   each with its send time (`sent_us`) in `data`; `bench-latency` records
 //!   receive time minus send time per entry, and the percentiles are taken
@@ -103,7 +105,7 @@ use std::time::Instant;
 use builds::{Built, LATENCY_LOGIC, build, cold_build};
 use calm::least_disturbed;
 use common::note;
-use drain::{Drains, describe_drain, drain_reference, drain_worker};
+use drain::{Drains, INFO_JSON, describe_drain, drain_reference, drain_worker};
 use latency::Latency;
 use machine::{Machine, load_averages};
 use options::Options;
@@ -193,7 +195,8 @@ fn given_binary(flag: &str, path: &Path) -> Built {
 }
 
 /// `--runs` rounds of drains; each round drains with the reference, the
-/// default and the raw variant (and `--extra-worker`) in turn, so that
+/// default (at warn, then at info as JSON) and the raw variant (and
+/// `--extra-worker`) in turn, so that
 /// neighbours share the machine's mood.
 fn measure_drains(
     options: &Options,
@@ -211,14 +214,25 @@ fn measure_drains(
         let (drain, _) = least_disturbed(options, "reference", || drain_reference(options));
         note(format!("  reference:     {}", describe_drain(&drain)));
         drains.reference.push(drain);
-        let (drain, _) = least_disturbed(options, default.name, || drain_worker(default, options));
+        let (drain, _) = least_disturbed(options, default.name, || {
+            drain_worker(default, options, &[])
+        });
         note(format!("  validation on:  {}", describe_drain(&drain)));
         drains.default.push(drain);
-        let (drain, _) = least_disturbed(options, raw.name, || drain_worker(raw, options));
+        let (drain, _) = least_disturbed(options, default.name, || {
+            drain_worker(default, options, INFO_JSON)
+        });
+        note(format!(
+            "  validation on, info as JSON: {}",
+            describe_drain(&drain)
+        ));
+        drains.default_info_json.push(drain);
+        let (drain, _) = least_disturbed(options, raw.name, || drain_worker(raw, options, &[]));
         note(format!("  validation off: {}", describe_drain(&drain)));
         drains.raw.push(drain);
         if let Some(extra) = extra {
-            let (drain, _) = least_disturbed(options, extra.name, || drain_worker(extra, options));
+            let (drain, _) =
+                least_disturbed(options, extra.name, || drain_worker(extra, options, &[]));
             note(format!("  {}: {}", extra.name, describe_drain(&drain)));
             drains.extra.push(drain);
         }

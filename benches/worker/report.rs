@@ -44,6 +44,7 @@ pub fn print(options: &Options, results: &Results) {
             Drains {
                 reference: reference_drains,
                 default: default_drains,
+                default_info_json: info_json_drains,
                 raw: raw_drains,
                 extra: extra_drains,
             },
@@ -72,6 +73,10 @@ pub fn print(options: &Options, results: &Results) {
             .map(|extra| format!("`{}` (--extra-worker)", extra.name));
         let mut rows = vec![
             ("validation on".to_owned(), &default_drains),
+            (
+                "validation on, LOG_LEVEL=info LOG_FORMAT=json".to_owned(),
+                &info_json_drains,
+            ),
             ("validation off".to_owned(), &raw_drains),
         ];
         if let Some(label) = extra_label {
@@ -220,7 +225,7 @@ pub fn print(options: &Options, results: &Results) {
     );
     if options.drain() {
         println!(
-            "Drain figures are medians of {} runs; the worker runs with LOG_LEVEL=warn and its shipped no-op business logic.",
+            "Drain figures are medians of {} runs; the worker runs with its shipped no-op business logic and LOG_LEVEL=warn unless the row says otherwise.",
             options.runs
         );
     }
