@@ -338,6 +338,12 @@ pub async fn serve(
 /// Why `healthcheck` found the worker unhealthy.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
+    /// `METRICS_ADDR` is not an IP address and a port.
+    #[error("METRICS_ADDR `{addr}` is not an IP address and a port")]
+    NotAnAddress {
+        /// The configured address.
+        addr: String,
+    },
     /// With port 0 the worker picked a port of its own, which nobody else
     /// can know.
     #[error(
@@ -382,9 +388,8 @@ pub enum ProbeError {
 pub async fn probe_health(addr: &str, timeout: Duration) -> Result<(), ProbeError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let mut target: SocketAddr = addr.parse().map_err(|_| ProbeError::Unreachable {
-        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-        source: std::io::Error::other(format!("`{addr}` is not host:port")),
+    let mut target: SocketAddr = addr.parse().map_err(|_| ProbeError::NotAnAddress {
+        addr: addr.to_owned(),
     })?;
     if target.port() == 0 {
         return Err(ProbeError::AnyPort { addr: target });
@@ -552,6 +557,39 @@ mod tests {
             text.contains("worker_message_processing_seconds_count"),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn the_probe_wants_a_200_in_time() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            for reply in [
+                "HTTP/1.1 200 OK\r\n\r\nok\n",
+                "HTTP/1.1 503 Service Unavailable\r\n\r\n",
+            ] {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let _ = stream.read(&mut [0; 1024]).await.unwrap();
+                stream.write_all(reply.as_bytes()).await.unwrap();
+            }
+            // Accepted, never answered: a frozen worker.
+            let _frozen = listener.accept().await.unwrap();
+            std::future::pending::<()>().await;
+        });
+        let timeout = Duration::from_millis(300);
+        assert!(probe_health(&addr, timeout).await.is_ok());
+        let unhealthy = probe_health(&addr, timeout).await.unwrap_err();
+        assert!(
+            matches!(&unhealthy, ProbeError::Unhealthy { status, .. } if status.contains("503")),
+            "{unhealthy}"
+        );
+        let frozen = probe_health(&addr, timeout).await.unwrap_err();
+        assert!(matches!(frozen, ProbeError::Timeout { .. }), "{frozen}");
+        let any_port = probe_health("0.0.0.0:0", timeout).await.unwrap_err();
+        assert!(matches!(any_port, ProbeError::AnyPort { .. }), "{any_port}");
+        server.abort();
     }
 
     #[test]
