@@ -254,7 +254,7 @@ fn an_idle_worker_exits_at_once_on_sigterm() {
     let mut command = worker_command(&built.binary, &redis);
     command
         .env("METRICS_ADDR", "127.0.0.1:0")
-        .env("REDIS_BLOCK_TIMEOUT", LONG_BLOCK_MS.to_string());
+        .env("REDIS_BLOCK_TIMEOUT_MS", LONG_BLOCK_MS.to_string());
     let mut worker = Process::spawn("idle worker", command);
     wait_blocked_in_read(&redis, &mut worker);
 
@@ -332,7 +332,7 @@ fn healthcheck_without_metrics_reads_the_heartbeat_file() {
     let env = [
         ("HEARTBEAT_FILE", file),
         ("HEARTBEAT_MAX_AGE_MS", "300"),
-        ("REDIS_BLOCK_TIMEOUT", "100"),
+        ("REDIS_BLOCK_TIMEOUT_MS", "100"),
         ("WORKER_RECONNECT_BACKOFF_MAX_MS", "200"),
         ("WORKER_RECONNECT_BACKOFF_MS", "50"),
     ];
@@ -436,12 +436,12 @@ fn errors_name_what_the_user_set_and_each_cause_once() {
         &built.binary,
         &redis,
         &["config"],
-        &[("REDIS_BLOCK_TIMEOUT", "abc")],
+        &[("REDIS_BLOCK_TIMEOUT_MS", "abc")],
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("environment variable REDIS_BLOCK_TIMEOUT")
+        stderr.contains("environment variable REDIS_BLOCK_TIMEOUT_MS")
             && stderr.contains("milliseconds")
             && stderr.contains("\"abc\""),
         "{stderr}"
