@@ -447,6 +447,31 @@ fn errors_name_what_the_user_set_and_each_cause_once() {
         "{stderr}"
     );
 
+    let output = run_once(
+        &built.binary,
+        &redis,
+        &["--log-format", "xml", "config"],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("from command-line flag --log-format: expected one of `pretty`, `json`"),
+        "{stderr}"
+    );
+
+    let output = run_once(
+        &built.binary,
+        &redis,
+        &["config"],
+        &[("WORKER_CLAIM_IDLE_MS", "0")],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("WORKER_CLAIM_IDLE_MS: must be at least 1 millisecond"),
+        "{stderr}"
+    );
+
     let output = run_once(&built.binary, &redis, &["send", "not json"], &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");

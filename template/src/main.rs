@@ -159,18 +159,20 @@ enum DlqCommand {
 
 impl Cli {
     fn overrides(&self) -> Overrides {
-        let text =
-            |key, value: &Option<String>| value.clone().map(|value| (key, Value::from(value)));
-        let number = |key, value: Option<u64>| value.map(|value| (key, Value::from(value)));
+        let text = |key, flag, value: &Option<String>| {
+            value.clone().map(|value| (key, flag, Value::from(value)))
+        };
+        let number =
+            |key, flag, value: Option<u64>| value.map(|value| (key, flag, Value::from(value)));
         [
-            text("redis.url", &self.redis_url),
-            text("redis.stream", &self.stream),
-            text("redis.consumer_group", &self.group),
-            text("redis.consumer_name", &self.consumer),
-            number("worker.concurrency", self.concurrency),
-            number("worker.batch_size", self.batch_size),
-            text("log_level", &self.log_level),
-            text("log_format", &self.log_format),
+            text("redis.url", "--redis-url", &self.redis_url),
+            text("redis.stream", "--stream", &self.stream),
+            text("redis.consumer_group", "--group", &self.group),
+            text("redis.consumer_name", "--consumer", &self.consumer),
+            number("worker.concurrency", "--concurrency", self.concurrency),
+            number("worker.batch_size", "--batch-size", self.batch_size),
+            text("log_level", "--log-level", &self.log_level),
+            text("log_format", "--log-format", &self.log_format),
         ]
         .into_iter()
         .flatten()

@@ -338,7 +338,7 @@ fn config_shows_sources_and_never_the_password() {
             .to_owned()
     };
     assert!(line("redis.stream").ends_with("# environment variable REDIS_STREAM"));
-    assert!(line("worker.concurrency").ends_with("# command-line flag"));
+    assert!(line("worker.concurrency").ends_with("# command-line flag --concurrency"));
     assert!(line("worker.batch_size").ends_with("# default"));
 }
 

@@ -123,8 +123,9 @@ fn quoted(names: &[&str]) -> String {
         .join(", ")
 }
 
-/// Settings given on the command line, as `(dotted key, value)` pairs.
-pub type Overrides = Vec<(&'static str, Value)>;
+/// Settings given on the command line, as `(dotted key, flag, value)`:
+/// the flag (`--log-format`) is how an error names what the user set.
+pub type Overrides = Vec<(&'static str, &'static str, Value)>;
 
 /// The loaded and validated settings, with the origin of every value.
 #[derive(Debug, Clone)]
@@ -140,7 +141,7 @@ pub struct Loaded {
 
 impl Loaded {
     /// Where the value of `key` came from: `default`, the file, the
-    /// environment variable or `command-line flag`.
+    /// environment variable or `command-line flag --<name>`.
     pub fn source_of(&self, key: &str) -> String {
         describe_source(&self.figment, &self.env_names, key)
     }
@@ -220,14 +221,15 @@ pub fn load(
         values: from_env,
     });
 
-    let mut from_flags = Dict::new();
-    for (key, value) in flags {
-        insert(&mut from_flags, key, value);
+    // A layer per flag, so that each value's origin names its flag.
+    for (key, flag, value) in flags {
+        let mut values = Dict::new();
+        insert(&mut values, key, value);
+        figment = figment.merge(Layer {
+            metadata: Metadata::named(format!("command-line flag {flag}")),
+            values,
+        });
     }
-    figment = figment.merge(Layer {
-        metadata: Metadata::named("command-line flag"),
-        values: from_flags,
-    });
 
     // The top-level keys of the defaults, sections without keys of their own
     // (an empty `logic`) included.
@@ -514,7 +516,7 @@ mod tests {
                 ("REDIS_HOST", "ignored"),
                 ("REDIS_STREAM", ""),
             ]),
-            vec![("worker.concurrency", Value::from(9_u64))],
+            vec![("worker.concurrency", "--concurrency", Value::from(9_u64))],
         )
         .unwrap();
         assert_eq!(loaded.settings.redis.stream, "from-file");
@@ -525,7 +527,10 @@ mod tests {
             loaded.source_of("redis.consumer_group"),
             "environment variable REDIS_CONSUMER_GROUP"
         );
-        assert_eq!(loaded.source_of("worker.concurrency"), "command-line flag");
+        assert_eq!(
+            loaded.source_of("worker.concurrency"),
+            "command-line flag --concurrency"
+        );
     }
 
     #[test]
@@ -621,7 +626,7 @@ mod tests {
             .to_string();
         assert_eq!(
             error,
-            "invalid `redis.block_timeout_ms` from environment variable REDIS_BLOCK_TIMEOUT: must be at least 1"
+            "invalid `redis.block_timeout_ms` from environment variable REDIS_BLOCK_TIMEOUT: must be at least 1 millisecond"
         );
     }
 
@@ -680,6 +685,12 @@ mod tests {
             .to_string();
         assert!(
             error.ends_with("LOG_FORMAT: expected one of `pretty`, `json`, found `xml`"),
+            "{error}"
+        );
+        let flag = vec![("log_format", "--log-format", Value::from("xml"))];
+        let error = load(None, env(&[]), flag).unwrap_err().to_string();
+        assert!(
+            error.starts_with("invalid `log_format` from command-line flag --log-format: "),
             "{error}"
         );
     }

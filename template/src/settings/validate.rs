@@ -85,7 +85,12 @@ fn core(s: &Settings) -> Result<(), Refusal> {
         ("worker.reconnect_backoff_ms", w.reconnect_backoff.is_zero()),
     ];
     if let Some((key, _)) = at_least_one.into_iter().find(|(_, zero)| *zero) {
-        return Err(Refusal::new(key, "must be at least 1"));
+        let unit = if key.ends_with("_ms") {
+            " millisecond"
+        } else {
+            ""
+        };
+        return Err(Refusal::new(key, format!("must be at least 1{unit}")));
     }
     if w.retry_backoff_max < w.retry_backoff {
         return Err(Refusal::new(
