@@ -391,10 +391,12 @@ fn replays_running_at_once_move_each_dead_letter_exactly_once() {
 fn a_replay_reaches_only_the_group_that_dead_lettered_it() {
     let redis = RedisServer::start();
     let url = redis.url();
+    // The example logic logs each message it processes at debug.
     let base = [
         ("REDIS_URL", url.as_str()),
         ("REDIS_STREAM", "orders"),
         ("LOG_FORMAT", "json"),
+        ("LOG_LEVEL", "debug"),
         ("METRICS_ADDR", "127.0.0.1:0"),
     ];
     let env = |group: &'static str| {
