@@ -46,7 +46,6 @@ fn default_variant_ships_docker_compose_and_ci() {
         &project,
         variant.project_name,
         variant.add_metrics,
-        false,
     );
     check_dockerignore(&project);
     check_compose(variant.label, &project, variant.add_metrics);
@@ -65,25 +64,32 @@ fn every_variant_renders_them() {
     }
 }
 
-/// A `rediss://` default turns the `tls` feature on: the image then builds
-/// and runs with OpenSSL.
+/// TLS is rustls, built into every variant: a `rediss://` default changes
+/// nothing in the image, which has neither OpenSSL nor apt packages, and
+/// the lock file has no OpenSSL binding.
 #[test]
-fn tls_variant_installs_openssl_in_both_stages() {
+fn tls_variant_builds_without_openssl() {
     let project = generate_with(
         "tls-worker",
         &[("redis_url", "rediss://redis.example.com:6380")],
     );
     check_rendered("tls", &project);
-    let stages = check_dockerfile("tls", &project, "tls-worker", true, true);
-    let builder = &stages[0];
-    let runtime = stages.last().unwrap();
+    check_dockerfile("tls", &project, "tls-worker", true);
+    let dockerfile = project.read("Dockerfile");
     assert!(
-        builder.contains("libssl-dev") && builder.contains("pkg-config"),
-        "the builder needs OpenSSL's headers for the tls feature:\n{builder}"
+        !dockerfile.contains("libssl") && !dockerfile.contains("openssl"),
+        "the image needs no OpenSSL for rediss://:\n{dockerfile}"
     );
+    let lock = project.read("Cargo.lock");
+    for package in ["openssl-sys", "native-tls", "aws-lc-sys"] {
+        assert!(
+            !lock.contains(&format!("name = \"{package}\"")),
+            "Cargo.lock has `{package}`: TLS should be rustls with ring only"
+        );
+    }
     assert!(
-        runtime.contains("libssl3") && runtime.contains("ca-certificates"),
-        "the runtime needs libssl3 and CA certificates for rediss://:\n{runtime}"
+        lock.contains("name = \"rustls\""),
+        "Cargo.lock has no rustls"
     );
     lint_generated(&project);
 }
@@ -172,7 +178,6 @@ fn check_variant_files(variant: &Variant, project: &GeneratedProject) {
         project,
         variant.project_name,
         variant.add_metrics,
-        false,
     );
     check_dockerignore(project);
     check_compose(variant.label, project, variant.add_metrics);
@@ -252,7 +257,6 @@ fn check_dockerfile(
     project: &GeneratedProject,
     binary: &str,
     add_metrics: bool,
-    tls: bool,
 ) -> Vec<String> {
     let text = project.read("Dockerfile");
     let stages = dockerfile_stages(&text);
@@ -362,9 +366,9 @@ fn check_dockerfile(
         }
     }
     let installs_apt = stages.iter().any(|stage| stage.contains("apt-get install"));
-    assert_eq!(
-        installs_apt, tls,
-        "`{label}`: apt packages only for the tls feature"
+    assert!(
+        !installs_apt,
+        "`{label}`: no apt packages: TLS is rustls, built in"
     );
 
     // Defaults for compose, and the metrics port exactly with metrics.

@@ -46,7 +46,7 @@ fn assert_refused(key: &str, value: &str, rule: &str) {
     );
 }
 
-const KEY_RULE: &str = "only letters, digits and : . _ - / are allowed";
+const KEY_RULE: &str = "only letters, digits and : . _ - / { } are allowed";
 const BLOCK_RULE: &str = "must be a whole number of milliseconds from 1 to 300000";
 
 #[test]
@@ -185,8 +185,8 @@ fn unusual_names_reach_every_case() {
         "Billing_Events2",
         &[
             ("worker_name", "Billing_Events2"),
-            ("stream", "orders:v1"),
-            ("consumer_group", "billing-workers"),
+            ("stream", "{orders}:v1"),
+            ("consumer_group", "{billing}-workers"),
             ("consumer_name", "billing-1"),
             ("block_timeout", "250"),
         ],
@@ -210,8 +210,8 @@ fn unusual_names_reach_every_case() {
     let settings = project.read("src/settings.rs");
     for line in [
         r#"const WORKER_NAME: &str = "Billing_Events2";"#,
-        r#"const STREAM: &str = "orders:v1";"#,
-        r#"const CONSUMER_GROUP: &str = "billing-workers";"#,
+        r#"const STREAM: &str = "{orders}:v1";"#,
+        r#"const CONSUMER_GROUP: &str = "{billing}-workers";"#,
         r#"const CONSUMER_NAME: &str = "billing-1";"#,
         "const BLOCK_TIMEOUT_MS: u64 = 250;",
     ] {

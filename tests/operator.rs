@@ -597,7 +597,7 @@ fn no_password_reaches_config_status_errors_or_logs_in_any_url_form() {
             None,
             false,
         ),
-        // TLS is not built in by default: refused at start.
+        // A TLS handshake with a plain-text server: fails.
         (
             format!("rediss://app:{APP_PASSWORD}@127.0.0.1:{port}"),
             None,

@@ -13,15 +13,13 @@ pub mod trim;
 
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
-
 pub use config::ConfigReport;
 pub use dead_letters::{DeadLetterList, DeadLetterView, Purged, Replayed, ReplayedLetter};
 pub use send::{Documents, Sent};
 pub use status::{ConsumerStatus, GroupStatus, Status, StatusReport, Trend};
 pub use trim::{Cut, TrimReport, TrimRequest, TrimTo, parse_age};
 
-use crate::connection::Connector;
+use crate::connection::{Connection, Connector};
 use crate::consumer::reply::parse_range;
 use crate::error::Error;
 use crate::settings::Settings;
@@ -88,7 +86,7 @@ impl From<redis::RedisError> for AdminError {
 
 /// A connection for the operator's commands, with the names they act on.
 pub struct Admin {
-    connection: MultiplexedConnection,
+    connection: Connection,
     stream: String,
     group: String,
     dead_letter_stream: String,

@@ -1,11 +1,28 @@
 //! Connections to Redis, made in one place for the worker, the operator's
-//! commands and the metrics probe, so the URL handling and the timeouts
-//! follow one rule.
+//! commands and the metrics probe, so the URL handling, TLS, the cluster
+//! client and the timeouts follow one rule.
+//!
+//! A [`Connection`] is a single node's multiplexed connection or, with
+//! `redis.cluster`, redis-rs's cluster connection, which routes each command
+//! by its key and follows `MOVED` and `ASK` itself. Both carry the same
+//! commands, so the rest of the crate does not know which it has.
+//!
+//! `rediss://` goes through rustls with Mozilla's roots bundled, so the
+//! binary needs neither OpenSSL nor a certificate store on the host. A
+//! private CA and a client certificate (mutual TLS) come from PEM files named
+//! in the settings.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{
+    AsyncConnectionConfig, Client, ClientTlsConfig, Cmd, ConnectionInfo, Pipeline, RedisFuture,
+    TlsCertificates, Value,
+};
 
 use crate::error::Error;
 use crate::settings::RedisSettings;
@@ -13,37 +30,200 @@ use crate::settings::RedisSettings;
 /// How long establishing a connection may take at most.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Makes connections to one Redis; cheap to clone.
+/// Makes connections to one Redis or one cluster; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Connector {
-    client: Client,
+    target: Target,
+}
+
+#[derive(Debug, Clone)]
+enum Target {
+    Single(Client),
+    /// A cluster client is made per connection: its response timeout is a
+    /// setting of the client, and the blocking reader needs a longer one.
+    Cluster {
+        seeds: Vec<ConnectionInfo>,
+        certificates: Option<TlsCertificates>,
+    },
 }
 
 impl Connector {
-    /// A connector for the URL, with the password from the password file
-    /// when one is set; nothing connects yet.
-    pub fn new(redis: &RedisSettings) -> Result<Self, Error> {
-        Ok(Self {
-            client: redis.client()?,
-        })
+    /// A connector for `settings`' URL (with `redis.cluster`, a comma
+    /// separated list of seed nodes), with the password from the password
+    /// file and the TLS files read; nothing connects yet.
+    pub fn new(settings: &RedisSettings) -> Result<Self, Error> {
+        install_crypto_provider();
+        let certificates = tls_certificates(settings)?;
+        let target = if settings.cluster {
+            Target::Cluster {
+                seeds: settings
+                    .nodes()
+                    .iter()
+                    .map(|node| settings.connection_info(node))
+                    .collect::<Result<_, _>>()?,
+                certificates,
+            }
+        } else {
+            Target::Single(match certificates {
+                Some(certificates) => Client::build_with_tls(
+                    settings.connection_info(settings.url.expose())?,
+                    certificates,
+                )?,
+                None => settings.client()?,
+            })
+        };
+        Ok(Self { target })
     }
 
     /// A new connection whose every reply may take up to
     /// `response_timeout`; connecting takes at most that long too, and never
     /// more than five seconds.
     ///
-    /// The redis crate's default response timeout (500 ms) would cut short
-    /// any blocking read longer than that, so every caller says what it
-    /// needs.
-    pub async fn connect(
-        &self,
-        response_timeout: Duration,
-    ) -> redis::RedisResult<MultiplexedConnection> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(response_timeout.min(CONNECT_TIMEOUT)))
-            .set_response_timeout(Some(response_timeout));
-        self.client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
+    /// The redis crate's default response timeout (500 ms on one node, none
+    /// on a cluster) would cut short a blocking read or wait forever, so
+    /// every caller says what it needs.
+    pub async fn connect(&self, response_timeout: Duration) -> redis::RedisResult<Connection> {
+        let connect_timeout = response_timeout.min(CONNECT_TIMEOUT);
+        match &self.target {
+            Target::Single(client) => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(connect_timeout))
+                    .set_response_timeout(Some(response_timeout));
+                let connection = client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?;
+                Ok(Connection::Single(connection))
+            }
+            Target::Cluster {
+                seeds,
+                certificates,
+            } => {
+                let mut builder = ClusterClientBuilder::new(seeds.iter().cloned())
+                    .connection_timeout(connect_timeout)
+                    .response_timeout(response_timeout);
+                if let Some(certificates) = certificates {
+                    builder = builder.certs(certificates.clone());
+                }
+                let client = builder.build()?;
+                // Connecting to a seed that accepts but never answers would
+                // wait forever without this bound.
+                let connection =
+                    tokio::time::timeout(connect_timeout * 2, client.get_async_connection())
+                        .await
+                        .map_err(|_| {
+                            std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                "connecting to the cluster timed out",
+                            )
+                        })??;
+                Ok(Connection::Cluster(connection))
+            }
+        }
     }
+}
+
+/// A connection to one node or to a cluster; cheap to clone, clones share
+/// the sockets (and so wait behind each other's blocking reads).
+#[derive(Clone)]
+pub enum Connection {
+    /// One Redis.
+    Single(MultiplexedConnection),
+    /// A Redis Cluster: one socket per node, commands routed by key.
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(connection) => connection.req_packed_command(cmd),
+            Self::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(connection) => connection.get_db(),
+            Self::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
+/// rustls needs a process-wide crypto provider before its first handshake
+/// and panics without one. The error only says that one is installed
+/// already (by an earlier call, or by the business logic's own TLS client),
+/// which is just as good.
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The private CA and the client certificate, if any is configured.
+fn tls_certificates(settings: &RedisSettings) -> Result<Option<TlsCertificates>, Error> {
+    let root_cert = settings.tls_ca_file.as_deref().map(read_pem).transpose()?;
+    let client_tls = match (&settings.tls_cert_file, &settings.tls_key_file) {
+        (Some(cert), Some(key)) => Some(ClientTlsConfig {
+            client_cert: read_pem(cert)?,
+            client_key: read_pem(key)?,
+        }),
+        // Validation refuses one without the other.
+        _ => None,
+    };
+    if root_cert.is_none() && client_tls.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(TlsCertificates {
+        client_tls,
+        root_cert,
+    }))
+}
+
+fn read_pem(path: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|source| Error::TlsFile {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Whether the TLS handshake failed because a certificate was refused (the
+/// server's is not signed by a trusted CA, has expired or names another
+/// host; or the server refused ours). That is a configuration error: trying
+/// again cannot fix it.
+pub(crate) fn certificate_refused(error: &redis::RedisError) -> bool {
+    // The redis crate keeps the I/O error in an `Arc`, and tokio-rustls puts
+    // the rustls error inside the I/O error.
+    let Some(source) = std::error::Error::source(error) else {
+        return false;
+    };
+    let io = source
+        .downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>()
+        .and_then(|inner| inner.downcast_ref::<std::io::Error>())
+        .or_else(|| source.downcast_ref::<std::io::Error>());
+    let Some(rustls_error) = io
+        .and_then(std::io::Error::get_ref)
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    else {
+        return false;
+    };
+    matches!(
+        rustls_error,
+        rustls::Error::InvalidCertificate(_)
+            | rustls::Error::NoCertificatesPresented
+            | rustls::Error::AlertReceived(
+                rustls::AlertDescription::BadCertificate
+                    | rustls::AlertDescription::UnknownCA
+                    | rustls::AlertDescription::CertificateRequired
+                    | rustls::AlertDescription::CertificateUnknown
+            )
+    )
 }

@@ -18,12 +18,11 @@ pub(crate) mod reply;
 use std::time::Duration;
 
 use redis::Value;
-use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamInfoConsumersReply, StreamPendingCountReply};
 use tokio::task::JoinHandle;
 
 use self::reply::{parse_autoclaim, parse_entries, parse_read, unexpected};
-use crate::connection::Connector;
+use crate::connection::{Connection, Connector};
 use crate::dead_letter::DeadLetter;
 use crate::entry::Entry;
 use crate::error::Error;
@@ -84,16 +83,16 @@ pub struct Names {
 pub struct ReadAhead(JoinHandle<Result<Vec<Delivery>, Error>>);
 
 struct Connections {
-    reader: MultiplexedConnection,
-    commands: MultiplexedConnection,
+    reader: Connection,
+    commands: Connection,
 }
 
 impl Connections {
-    fn reader(&mut self) -> &mut MultiplexedConnection {
+    fn reader(&mut self) -> &mut Connection {
         &mut self.reader
     }
 
-    fn commands(&mut self) -> &mut MultiplexedConnection {
+    fn commands(&mut self) -> &mut Connection {
         &mut self.commands
     }
 }
@@ -164,6 +163,12 @@ impl Consumer {
         })
     }
 
+    /// Connects now if not connected yet.
+    pub async fn connect(&mut self) -> Result<(), Error> {
+        let result = self.connections().await.map(|_| ());
+        self.check(result)
+    }
+
     /// Forgets a connection that failed, so the next command makes a new one.
     fn check<T>(&mut self, result: Result<T, Error>) -> Result<T, Error> {
         if let Err(error) = &result
@@ -178,8 +183,8 @@ impl Consumer {
     /// need be, and forgets the connection if it failed.
     async fn on<T>(
         &mut self,
-        which: fn(&mut Connections) -> &mut MultiplexedConnection,
-        query: impl AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T>,
+        which: fn(&mut Connections) -> &mut Connection,
+        query: impl AsyncFnOnce(&mut Connection) -> redis::RedisResult<T>,
     ) -> Result<T, Error> {
         let result = match self.connections().await {
             Ok(connections) => query(which(connections)).await.map_err(Error::from),

@@ -24,6 +24,14 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// A TLS file named in the settings (`redis.tls_*_file`) cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    TlsFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 impl Error {
@@ -33,15 +41,40 @@ impl Error {
         matches!(self, Self::Redis(error) if error.code() == Some("NOGROUP"))
     }
 
-    /// The connection is broken or Redis is not answering; a new connection,
-    /// after a pause, may succeed.
+    /// The connection is broken, Redis is not answering, or the node is not
+    /// the one to ask (see `NOT_THE_NODE_TO_ASK`); new connections, after a
+    /// pause, may succeed.
     pub fn is_connection(&self) -> bool {
         match self {
             Self::Redis(error) => connection_failed(error),
-            Self::Reply { .. } | Self::PasswordFile { .. } => false,
+            Self::Reply { .. } | Self::PasswordFile { .. } | Self::TlsFile { .. } => false,
         }
     }
+
+    /// A TLS certificate was refused, ours or the server's: the TLS
+    /// settings or the server's certificate must change, so trying again
+    /// cannot help.
+    pub fn is_certificate_refused(&self) -> bool {
+        matches!(self, Self::Redis(error) if crate::connection::certificate_refused(error))
+    }
 }
+
+/// Replies that say the node is not (or not yet, or no longer) the one to
+/// ask: a replica after a failover (`READONLY`), a replica that lost its
+/// primary (`MASTERDOWN`), a node still loading its data (`LOADING`), a
+/// cluster moving slots or electing a primary (`MOVED`, `ASK`, `TRYAGAIN`,
+/// `CLUSTERDOWN`), or a blocked read whose key moved away (`UNBLOCKED`).
+/// They pass: new connections, after a pause, reach the right node.
+const NOT_THE_NODE_TO_ASK: &[&str] = &[
+    "READONLY",
+    "MASTERDOWN",
+    "LOADING",
+    "MOVED",
+    "ASK",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "UNBLOCKED",
+];
 
 /// See [`Error::is_connection`].
 pub(crate) fn connection_failed(error: &redis::RedisError) -> bool {
@@ -50,7 +83,9 @@ pub(crate) fn connection_failed(error: &redis::RedisError) -> bool {
         || error.is_connection_refusal()
         || error.is_timeout()
         || error.is_unrecoverable_error()
-        || error.code() == Some("LOADING")
+        || error
+            .code()
+            .is_some_and(|code| NOT_THE_NODE_TO_ASK.contains(&code))
 }
 
 /// `error` and its causes on one line, `: ` between them, each cause once.

@@ -28,9 +28,12 @@ struct Cli {
     /// Config file (`.yaml`, `.yml` or `.toml`).
     #[arg(long, global = true, help_heading = GLOBAL, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Redis URL (`REDIS_URL`).
+    /// Redis URL (`REDIS_URL`); for a cluster, seed nodes, comma separated.
     #[arg(long, global = true, help_heading = GLOBAL, value_name = "URL")]
     redis_url: Option<String>,
+    /// The URL is a Redis Cluster (`REDIS_CLUSTER`).
+    #[arg(long, global = true, help_heading = GLOBAL)]
+    cluster: bool,
     /// Stream to consume (`REDIS_STREAM`).
     #[arg(long, global = true, help_heading = GLOBAL)]
     stream: Option<String>,
@@ -166,6 +169,8 @@ impl Cli {
             |key, flag, value: Option<u64>| value.map(|value| (key, flag, Value::from(value)));
         [
             text("redis.url", "--redis-url", &self.redis_url),
+            self.cluster
+                .then(|| ("redis.cluster", "--cluster", Value::from(true))),
             text("redis.stream", "--stream", &self.stream),
             text("redis.consumer_group", "--group", &self.group),
             text("redis.consumer_name", "--consumer", &self.consumer),
@@ -300,7 +305,13 @@ async fn run(loaded: &Loaded) -> anyhow::Result<()> {
     let logic = BusinessLogic::new(settings)
         .await
         .map_err(|error| anyhow::anyhow!("starting the business logic: {error}"))?;
-    let worker = Worker::new(settings, logic)?;
+    let mut worker = Worker::new(settings, logic)?;
+    // The message only: its sources repeat the same text.
+    worker.verify_tls().await.map_err(|error| {
+        anyhow::anyhow!(
+            "Redis's TLS handshake failed ({error}); check the certificates and redis.tls_* settings"
+        )
+    })?;
     {%- if add_metrics %}
     let worker = {{crate_name}}::metrics::attach(settings, worker).await?;
     {%- else %}

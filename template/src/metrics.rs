@@ -21,11 +21,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use redis::aio::MultiplexedConnection;
 use redis::streams::StreamInfoGroup;
 use serde::{Deserialize, Serialize};
 
-use crate::connection::Connector;
+use crate::connection::{Connection, Connector};
 use crate::consumer::Names;
 use crate::error::connection_failed;
 use crate::handler::Handler;
@@ -251,7 +250,7 @@ struct AppState {
 struct GroupProbe {
     connector: Connector,
     names: Names,
-    connection: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    connection: tokio::sync::Mutex<Option<Connection>>,
 }
 
 impl GroupProbe {
@@ -484,7 +483,7 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, String) {
 
 /// The group's line of `XINFO GROUPS`; `None` if the stream or group is missing.
 async fn group_info(
-    connection: &mut MultiplexedConnection,
+    connection: &mut Connection,
     names: &Names,
 ) -> redis::RedisResult<Option<StreamInfoGroup>> {
     let groups: redis::streams::StreamInfoGroupsReply = match redis::cmd("XINFO")

@@ -115,8 +115,11 @@ impl Modules {
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
     /// `redis://[user:password@]host:port[/db]`, `rediss://` for TLS, or
-    /// `unix:///path/to/redis.sock[?user=..&pass=..]`.
+    /// `unix:///path/to/redis.sock[?user=..&pass=..]`; on a cluster, one or
+    /// more seed nodes, comma separated.
     pub url: RedisUrl,
+    /// Whether `url` is a Redis Cluster: commands are then routed by key.
+    pub cluster: bool,
     /// A file holding the password (one line), used instead of one in the
     /// URL: a secret mounted by the orchestrator never has to sit in the
     /// environment or a config file.
@@ -131,6 +134,14 @@ pub struct RedisSettings {
     /// How long one `XREADGROUP` waits for new entries.
     #[serde(rename = "block_timeout_ms", with = "millis")]
     pub block_timeout: Duration,
+    /// A private CA (PEM) that signed the server's certificate, for
+    /// `rediss://`; it replaces the bundled public roots.
+    pub tls_ca_file: Option<PathBuf>,
+    /// A client certificate (PEM) for servers that require mutual TLS;
+    /// goes with `tls_key_file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
 }
 
 /// Processing, acknowledgement and recovery.
@@ -195,6 +206,7 @@ impl Default for RedisSettings {
     fn default() -> Self {
         Self {
             url: RedisUrl(REDIS_URL.to_owned()),
+            cluster: false,
             password_file: None,
             stream: STREAM.to_owned(),
             consumer_group: CONSUMER_GROUP.to_owned(),
@@ -202,6 +214,9 @@ impl Default for RedisSettings {
                 .filter(|name| !name.is_empty())
                 .map(str::to_owned),
             block_timeout: Duration::from_millis(BLOCK_TIMEOUT_MS),
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -230,15 +245,22 @@ impl RedisSettings {
     /// A client for the URL, with the password from `password_file` when
     /// one is set (read here, once per client).
     pub fn client(&self) -> Result<redis::Client, Error> {
-        let info = self.url.expose().into_connection_info()?;
-        let info = match self.file_password()? {
+        Ok(redis::Client::open(
+            self.connection_info(self.url.expose())?,
+        )?)
+    }
+
+    /// How to reach `node` (the URL, or one seed of a cluster), with the
+    /// password from `password_file` when one is set.
+    pub fn connection_info(&self, node: &str) -> Result<redis::ConnectionInfo, Error> {
+        let info = node.into_connection_info()?;
+        Ok(match self.file_password()? {
             Some(password) => {
                 let redis = info.redis_settings().clone().set_password(password);
                 info.set_redis_settings(redis)
             }
             None => info,
-        };
-        Ok(redis::Client::open(info)?)
+        })
     }
 
     /// The password in `password_file`, without its line break.
@@ -264,6 +286,28 @@ impl RedisSettings {
         )
     }
 
+    /// The URL of each node to connect to first: the URL itself, or on a
+    /// cluster each of its comma-separated seeds (`redis://a:7000,b:7000`:
+    /// a seed without a scheme takes the first one's).
+    pub fn nodes(&self) -> Vec<String> {
+        let url = self.url.expose();
+        if !self.cluster {
+            return vec![url.to_owned()];
+        }
+        let scheme = url.split_once("://").map_or("redis", |(scheme, _)| scheme);
+        url.split(',')
+            .map(str::trim)
+            .filter(|seed| !seed.is_empty())
+            .map(|seed| {
+                if seed.contains("://") {
+                    seed.to_owned()
+                } else {
+                    format!("{scheme}://{seed}")
+                }
+            })
+            .collect()
+    }
+
     /// The configured consumer name, or `<host>-<pid>`.
     pub fn consumer_name(&self) -> String {
         self.consumer_name.clone().unwrap_or_else(|| {
@@ -274,13 +318,29 @@ impl RedisSettings {
 }
 
 impl Settings {
-    /// The dead-letter stream: the configured one or `<stream>:dlq`.
+    /// The dead-letter stream: the configured one or `<stream>:dlq`, which
+    /// on a cluster keeps the stream's hash slot: a stream with a hash tag
+    /// keeps it (`{tenant-7}:events:dlq`), one without becomes the tag
+    /// (`{orders}:dlq`). Scripts and transactions that move entries between
+    /// the two need one slot.
     pub fn dead_letter_stream(&self) -> String {
-        self.worker
-            .dead_letter_stream
-            .clone()
-            .unwrap_or_else(|| format!("{}:dlq", self.redis.stream))
+        let stream = &self.redis.stream;
+        self.worker.dead_letter_stream.clone().unwrap_or_else(|| {
+            if self.redis.cluster && hash_tag(stream).is_none() {
+                ["{", stream, "}:dlq"].concat()
+            } else {
+                format!("{stream}:dlq")
+            }
+        })
     }
+}
+
+/// The part of `key` Redis Cluster hashes, if it has one: what lies between
+/// the first `{` and the next `}`, when not empty.
+pub fn hash_tag(key: &str) -> Option<&str> {
+    let (_, after) = key.split_once('{')?;
+    let (tag, _) = after.split_once('}')?;
+    (!tag.is_empty()).then_some(tag)
 }
 
 /// A value of a section that breaks a rule, as a section's `validate`

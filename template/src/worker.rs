@@ -163,6 +163,17 @@ impl<H: Handler> Worker<H> {
         self.consumer.names()
     }
 
+    /// Connects once, before [`Worker::run`], to check the TLS setup. A
+    /// refused certificate (the server's not signed by a trusted CA, or ours
+    /// refused) is returned: no retry can fix it, so the start should end
+    /// with it. Any other failure is left to `run`, which waits for Redis.
+    pub async fn verify_tls(&mut self) -> Result<(), Error> {
+        match self.consumer.connect().await {
+            Err(error) if error.is_certificate_refused() => Err(error),
+            _ => Ok(()),
+        }
+    }
+
     /// Runs until `shutdown` completes, then lets in-flight entries finish
     /// for up to `shutdown_timeout`, acknowledges them and returns. Redis
     /// errors never end the run: the worker backs off and carries on.

@@ -1,6 +1,8 @@
 //! Validation: the rules a loaded value must follow, checked once at start
 //! so a bad value stops the worker with its key, source and reason.
 
+use redis::cluster_routing::Slot;
+
 use super::load::{Loaded, SettingsError};
 use super::{Refusal, Settings};
 
@@ -37,21 +39,48 @@ fn core(s: &Settings) -> Result<(), Refusal> {
             "must start with redis://, rediss://, unix:// or redis+unix://",
         ));
     }
-    if let Err(error) = redis::Client::open(url) {
-        let reason = error.to_string().replace(url, &s.redis.url.redacted());
-        return Err(Refusal::new(
-            "redis.url",
-            s.redis.redactor().scrub(&reason).into_owned(),
-        ));
+    for node in &s.redis.nodes() {
+        if let Err(error) = redis::Client::open(node.as_str()) {
+            let reason = error.to_string().replace(node, &s.redis.url.redacted());
+            return Err(Refusal::new(
+                "redis.url",
+                s.redis.redactor().scrub(&reason).into_owned(),
+            ));
+        }
+        if s.redis.cluster && node.contains("unix://") {
+            return Err(Refusal::new(
+                "redis.url",
+                "a cluster is reached over TCP, not unix://",
+            ));
+        }
     }
     if let Err(error) = s.redis.file_password() {
         return Err(Refusal::new("redis.password_file", error.to_string()));
     }
-    if url.starts_with("rediss://") && !cfg!(feature = "tls") {
-        return Err(Refusal::new(
-            "redis.url",
-            "rediss:// needs TLS support: build with `--features tls`",
-        ));
+    let tls_files = [
+        ("redis.tls_ca_file", &s.redis.tls_ca_file),
+        ("redis.tls_cert_file", &s.redis.tls_cert_file),
+        ("redis.tls_key_file", &s.redis.tls_key_file),
+    ];
+    for (key, file) in tls_files {
+        if file.is_some() && !url.starts_with("rediss://") {
+            return Err(Refusal::new(key, "is only used with a rediss:// URL"));
+        }
+    }
+    match (&s.redis.tls_cert_file, &s.redis.tls_key_file) {
+        (Some(_), None) => {
+            return Err(Refusal::new(
+                "redis.tls_key_file",
+                "must be set with redis.tls_cert_file",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(Refusal::new(
+                "redis.tls_cert_file",
+                "must be set with redis.tls_key_file",
+            ));
+        }
+        _ => {}
     }
     for (key, value) in [
         ("redis.stream", &s.redis.stream),
@@ -71,6 +100,16 @@ fn core(s: &Settings) -> Result<(), Refusal> {
         return Err(Refusal::new(
             "worker.dead_letter_stream",
             "must differ from the stream",
+        ));
+    }
+    if s.redis.cluster
+        && let Some(dead_letters) = &s.worker.dead_letter_stream
+        && Slot::for_key(dead_letters) != Slot::for_key(&s.redis.stream)
+    {
+        return Err(Refusal::new(
+            "worker.dead_letter_stream",
+            "must hash to the stream's cluster slot: give both the same hash tag, \
+             such as {orders}:events and {orders}:dlq",
         ));
     }
     let w = &s.worker;
@@ -128,4 +167,70 @@ fn core(s: &Settings) -> Result<(), Refusal> {
 fn is_entry_id(id: &str) -> bool {
     let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
     ms.parse::<u64>().is_ok() && seq.parse::<u64>().is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::load;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect()
+    }
+
+    fn refusal(pairs: &[(&str, &str)]) -> String {
+        load(None, env(pairs), vec![]).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn tls_files_need_rediss_and_come_in_pairs() {
+        let error = refusal(&[("REDIS_TLS_CA_FILE", "ca.crt")]);
+        assert!(
+            error.contains("redis.tls_ca_file") && error.contains("rediss://"),
+            "{error}"
+        );
+        let error = refusal(&[
+            ("REDIS_URL", "rediss://localhost:6380"),
+            ("REDIS_TLS_CERT_FILE", "client.crt"),
+        ]);
+        assert!(error.contains("redis.tls_key_file"), "{error}");
+    }
+
+    #[test]
+    fn a_cluster_takes_seed_nodes_and_keeps_dead_letters_in_the_streams_slot() {
+        let loaded = load(
+            None,
+            env(&[
+                ("REDIS_CLUSTER", "true"),
+                ("REDIS_URL", "redis://10.0.0.1:7000, 10.0.0.2:7000"),
+                ("REDIS_STREAM", "orders"),
+            ]),
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(
+            loaded.settings.redis.nodes(),
+            ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]
+        );
+        assert_eq!(loaded.settings.dead_letter_stream(), "{orders}:dlq");
+
+        let mut settings = loaded.settings.clone();
+        settings.redis.stream = "{tenant-7}:events".into();
+        assert_eq!(settings.dead_letter_stream(), "{tenant-7}:events:dlq");
+        settings.redis.cluster = false;
+        settings.redis.stream = "orders".into();
+        assert_eq!(settings.dead_letter_stream(), "orders:dlq");
+
+        let error = refusal(&[
+            ("REDIS_CLUSTER", "true"),
+            ("REDIS_STREAM", "orders"),
+            ("WORKER_DEAD_LETTER_STREAM", "orders:dlq"),
+        ]);
+        assert!(
+            error.contains("worker.dead_letter_stream") && error.contains("hash tag"),
+            "{error}"
+        );
+    }
 }
