@@ -18,8 +18,11 @@
 //! - [`redis_server`]: [`RedisServer`], a private `redis-server` per test on
 //!   a free port, with the stream assertions the tests need (`XLEN`,
 //!   `XINFO GROUPS`, ...).
-//! - Here: [`repo_root`], and [`note`] for progress lines that show up even
-//!   for passing tests.
+//! - [`tls`]: certificates made at test time, for TLS servers.
+//! - [`cluster`]: a Redis Cluster of private redis-servers.
+//! - [`proxy`]: a TCP proxy standing in for a DNS name, for failovers.
+//! - Here: [`repo_root`], [`build_fault_worker`], and [`note`] for progress
+//!   lines that show up even for passing tests.
 //!
 //! Nothing here touches the machine's own Redis on port 6379.
 
@@ -28,14 +31,17 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod cargo;
+pub mod cluster;
 pub mod generation;
 pub mod process;
+pub mod proxy;
 pub mod redis_server;
+pub mod tls;
 pub mod variants;
 
 use std::fmt::Display;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 pub use self::cargo::{
@@ -47,13 +53,29 @@ pub use self::generation::{
     walk_files,
 };
 pub use self::process::{Process, wait_until};
-pub use self::redis_server::{RedisOptions, RedisServer, unused_port};
+pub use self::redis_server::{RedisOptions, RedisServer, free_port, unused_port};
 pub use self::variants::{VARIANTS, Variant, selected, variant};
 pub use redis::streams::{StreamInfoConsumer, StreamInfoGroup};
 
 /// The repository root: the template source.
 pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Generates the default variant as `project`, puts the fault-injecting
+/// business logic (`tests/fixtures/fault_business_logic.rs`) in place of
+/// the generated one, builds it and returns the debug binary.
+pub fn build_fault_worker(project: &str) -> PathBuf {
+    let generated = generate_with(project, variant("default").defines);
+    let logic = generated.path().join("src").join("business_logic.rs");
+    assert!(logic.is_file(), "no {}", logic.display());
+    std::fs::copy(
+        repo_root().join("tests/fixtures/fault_business_logic.rs"),
+        &logic,
+    )
+    .unwrap();
+    cargo(&generated, &["build"]);
+    debug_binary(project)
 }
 
 /// Prints a line to the terminal at once, even while the test harness

@@ -29,6 +29,8 @@ pub struct RedisServer {
     port: u16,
     dir: TempDir,
     options: RedisOptions,
+    /// More `redis-server` arguments (TLS, cluster), kept for restarts.
+    extra_args: Vec<String>,
     process: Option<Process>,
 }
 
@@ -43,6 +45,11 @@ impl RedisServer {
 
     /// Starts one with `options`.
     pub fn start_with(options: RedisOptions) -> RedisServer {
+        RedisServer::start_with_args(options, Vec::new())
+    }
+
+    /// Starts one with `options` and more `redis-server` arguments.
+    pub fn start_with_args(options: RedisOptions, extra_args: Vec<String>) -> RedisServer {
         let dir = tempfile::Builder::new()
             .prefix("template-test-redis-")
             .tempdir_in(std::env::temp_dir())
@@ -52,12 +59,13 @@ impl RedisServer {
         let mut last_error = String::new();
         for _ in 0..5 {
             let port = free_port();
-            match launch_redis(port, dir.path(), options) {
+            match launch_redis(port, dir.path(), options, &extra_args) {
                 Ok(process) => {
                     return RedisServer {
                         port,
                         dir,
                         options,
+                        extra_args,
                         process: Some(process),
                     };
                 }
@@ -111,7 +119,7 @@ impl RedisServer {
     /// [`kill`](Self::kill), or killing it first).
     pub fn restart(&mut self) {
         self.kill();
-        let process = launch_redis(self.port, self.dir.path(), self.options)
+        let process = launch_redis(self.port, self.dir.path(), self.options, &self.extra_args)
             .unwrap_or_else(|error| panic!("redis-server did not restart: {error}"));
         self.process = Some(process);
     }
@@ -188,18 +196,29 @@ impl RedisServer {
     /// that a client can be pointed at it before it exists. Panics if it
     /// cannot start there.
     pub fn start_on(port: u16, options: RedisOptions) -> RedisServer {
+        RedisServer::try_start_on(port, options, Vec::new())
+            .unwrap_or_else(|error| panic!("redis-server did not start on port {port}: {error}"))
+    }
+
+    /// Starts one on `port` with more `redis-server` arguments; the error
+    /// says why it did not start.
+    pub fn try_start_on(
+        port: u16,
+        options: RedisOptions,
+        extra_args: Vec<String>,
+    ) -> Result<RedisServer, String> {
         let dir = tempfile::Builder::new()
             .prefix("template-test-redis-")
             .tempdir_in(std::env::temp_dir())
             .expect("a temporary directory");
-        let process = launch_redis(port, dir.path(), options)
-            .unwrap_or_else(|error| panic!("redis-server did not start on port {port}: {error}"));
-        RedisServer {
+        let process = launch_redis(port, dir.path(), options, &extra_args)?;
+        Ok(RedisServer {
             port,
             dir,
             options,
+            extra_args,
             process: Some(process),
-        }
+        })
     }
 }
 
@@ -215,14 +234,19 @@ pub fn unused_port() -> u16 {
 }
 
 /// A port of 127.0.0.1 that was free a moment ago.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().unwrap().port()
 }
 
 /// Starts redis-server on `port` with its data in `dir` and waits until it
 /// answers PING.
-fn launch_redis(port: u16, dir: &Path, options: RedisOptions) -> Result<Process, String> {
+fn launch_redis(
+    port: u16,
+    dir: &Path,
+    options: RedisOptions,
+    extra_args: &[String],
+) -> Result<Process, String> {
     assert_ne!(port, 6379, "never the machine's own Redis");
     let log = dir.join("redis.log");
     let mut command = Command::new("redis-server");
@@ -239,7 +263,8 @@ fn launch_redis(port: u16, dir: &Path, options: RedisOptions) -> Result<Process,
         .arg(dir)
         .arg("--logfile")
         .arg(&log)
-        .args(["--daemonize", "no"]);
+        .args(["--daemonize", "no"])
+        .args(extra_args);
     let mut process = Process::spawn("redis-server", command);
     let deadline = Instant::now() + REDIS_START_DEADLINE;
     loop {
