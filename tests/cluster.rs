@@ -10,6 +10,9 @@
 //! - the stream's slot moved to another master in the middle of a drain
 //!   (`CLUSTER SETSLOT ... IMPORTING / MIGRATING`, `MIGRATE`, `SETSLOT
 //!   NODE`), with nothing lost.
+//!
+//! The first flow runs on a TLS cluster too (`--tls-cluster yes`, a private
+//! CA); the test's own commands go in plain text to the node of the slot.
 
 mod common;
 
@@ -21,6 +24,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::cluster::RedisCluster;
+use common::tls::Certificates;
 use common::{Process, build_fault_worker, note, scrub_env, wait_until};
 use redis::Commands;
 use tempfile::TempDir;
@@ -46,6 +50,8 @@ fn worker_binary() -> &'static Path {
 /// A cluster, a stream on it, a record file and the workers started.
 struct Scenario {
     cluster: RedisCluster,
+    /// Kept for the nodes' and the worker's TLS files.
+    _certificates: Option<Certificates>,
     stream: String,
     group: String,
     dir: TempDir,
@@ -53,11 +59,17 @@ struct Scenario {
 }
 
 impl Scenario {
-    fn new(stream: &str) -> Scenario {
+    /// A scenario on a new cluster, with TLS if `certificates` are given.
+    fn new(stream: &str, certificates: Option<Certificates>) -> Scenario {
         let binary = worker_binary();
         assert!(binary.is_file());
+        let cluster = match &certificates {
+            Some(certificates) => RedisCluster::start_tls(3, certificates),
+            None => RedisCluster::start(3),
+        };
         Scenario {
-            cluster: RedisCluster::start(3),
+            cluster,
+            _certificates: certificates,
             stream: stream.to_owned(),
             group: "cluster-group".to_owned(),
             dir: tempfile::Builder::new()
@@ -91,6 +103,9 @@ impl Scenario {
             .env("LOG_FORMAT", "json")
             .env("METRICS_ADDR", "127.0.0.1:0")
             .env("FAULT_RECORD", self.record());
+        if let Some(ca) = self.cluster.ca() {
+            command.env("REDIS_TLS_CA_FILE", ca);
+        }
         command
     }
 
@@ -118,10 +133,10 @@ impl Scenario {
 
     /// Adds entries with these `data` values, in pipelines of 500.
     fn add(&self, data: &[String]) -> Vec<String> {
-        let mut connection = self.cluster.connect();
+        let mut connection = self.cluster.connect_for(&self.stream);
         let mut ids = Vec::new();
         for chunk in data.chunks(500) {
-            let mut pipe = redis::cluster::cluster_pipe();
+            let mut pipe = redis::pipe();
             for value in chunk {
                 pipe.cmd("XADD")
                     .arg(&self.stream)
@@ -155,12 +170,12 @@ impl Scenario {
 
     /// `XLEN` of `key` (0 if missing).
     fn xlen(&self, key: &str) -> usize {
-        self.cluster.connect().xlen(key).unwrap()
+        self.cluster.connect_for(&self.stream).xlen(key).unwrap()
     }
 
     /// The group's lag and pending count.
     fn lag_and_pending(&self) -> Result<(Option<usize>, usize), String> {
-        let mut connection = self.cluster.connect();
+        let mut connection = self.cluster.connect_for(&self.stream);
         let reply: redis::streams::StreamInfoGroupsReply = connection
             .xinfo_groups(&self.stream)
             .map_err(|error| error.to_string())?;
@@ -212,7 +227,19 @@ fn data(n: u64, fail: &str, sleep_ms: u64) -> String {
 
 #[test]
 fn drain_poison_takeover_replay_status_and_trim() {
-    let mut scenario = Scenario::new("cluster:orders");
+    drain_poison_takeover_replay_status_and_trim_on(Scenario::new("cluster:orders", None));
+}
+
+#[test]
+fn the_same_on_a_tls_cluster() {
+    let certificates = Certificates::generate();
+    drain_poison_takeover_replay_status_and_trim_on(Scenario::new(
+        "cluster:orders",
+        Some(certificates),
+    ));
+}
+
+fn drain_poison_takeover_replay_status_and_trim_on(mut scenario: Scenario) {
     let dead_letters = "{cluster:orders}:dlq";
     let total = 400;
     let poison: BTreeSet<u64> = (0..total).filter(|n| n % 40 == 7).collect();
@@ -315,7 +342,7 @@ fn drain_poison_takeover_replay_status_and_trim() {
 
 #[test]
 fn the_streams_slot_moves_to_another_master_mid_drain() {
-    let mut scenario = Scenario::new("{moving}:events");
+    let mut scenario = Scenario::new("{moving}:events", None);
     let total = 3_000;
     let fine: BTreeSet<u64> = (0..total).collect();
     let entries: Vec<String> = fine.iter().map(|n| data(*n, "none", 20)).collect();

@@ -7,8 +7,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use redis::cluster::{ClusterClient, ClusterConnection};
+use std::path::{Path, PathBuf};
 
+use super::tls::Certificates;
 use super::{RedisOptions, RedisServer, free_port, wait_until};
 
 /// How long a new cluster may take to report `cluster_state:ok` everywhere.
@@ -18,6 +19,9 @@ const CLUSTER_READY_DEADLINE: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
+    /// With TLS: each node's TLS port (the one the cluster announces) and
+    /// the CA that signed the nodes' certificates.
+    tls: Option<(Vec<u16>, PathBuf)>,
 }
 
 /// One node as `CLUSTER MYID` and its port name it.
@@ -31,13 +35,23 @@ impl RedisCluster {
     /// Starts `masters` nodes, creates the cluster and waits until every
     /// node says it is ok.
     pub fn start(masters: usize) -> RedisCluster {
+        RedisCluster::start_with(masters, None)
+    }
+
+    /// [`RedisCluster::start`] with TLS between clients and nodes and on
+    /// the cluster bus (`--tls-cluster yes`). Each node also keeps a plain
+    /// port, for the test's own checks.
+    pub fn start_tls(masters: usize, certificates: &Certificates) -> RedisCluster {
+        RedisCluster::start_with(masters, Some(certificates))
+    }
+
+    fn start_with(masters: usize, certificates: Option<&Certificates>) -> RedisCluster {
         let mut nodes = Vec::new();
+        let mut tls_ports = Vec::new();
         while nodes.len() < masters {
-            let port = free_port();
-            if port >= 55535 || port == 6379 || !bus_port_free(port) {
-                continue;
-            }
-            let args = [
+            // The cluster's port: the bus is this plus 10000.
+            let port = cluster_port();
+            let mut args = [
                 "--cluster-enabled",
                 "yes",
                 "--cluster-config-file",
@@ -47,15 +61,29 @@ impl RedisCluster {
             ]
             .map(str::to_owned)
             .to_vec();
+            let plain_port = match certificates {
+                Some(certificates) => {
+                    args.extend(certificates.server_args(port, "no"));
+                    args.extend(
+                        ["--tls-cluster", "yes", "--tls-replication", "yes"].map(str::to_owned),
+                    );
+                    free_port()
+                }
+                None => port,
+            };
             // A port taken meanwhile: try another.
-            if let Ok(node) = RedisServer::try_start_on(port, RedisOptions::default(), args) {
+            if let Ok(node) = RedisServer::try_start_on(plain_port, RedisOptions::default(), args) {
                 nodes.push(node);
+                tls_ports.push(port);
             }
         }
         let mut create = Command::new("redis-cli");
+        if let Some(certificates) = certificates {
+            create.arg("--tls").arg("--cacert").arg(certificates.ca());
+        }
         create.args(["--cluster", "create"]);
-        for node in &nodes {
-            create.arg(format!("127.0.0.1:{}", node.port()));
+        for port in &tls_ports {
+            create.arg(format!("127.0.0.1:{port}"));
         }
         create.args(["--cluster-replicas", "0", "--cluster-yes"]);
         let output = create.output().expect("redis-cli --cluster create");
@@ -65,7 +93,10 @@ impl RedisCluster {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
-        let cluster = RedisCluster { nodes };
+        let cluster = RedisCluster {
+            nodes,
+            tls: certificates.map(|certificates| (tls_ports, certificates.ca())),
+        };
         cluster.wait_ok();
         cluster
     }
@@ -91,30 +122,29 @@ impl RedisCluster {
         );
     }
 
-    /// `redis://127.0.0.1:<port>` of every node, comma separated: the
-    /// worker's `REDIS_URL`.
+    /// Every node's URL, comma separated: the worker's `REDIS_URL`
+    /// (`rediss://` on the TLS ports with TLS).
     pub fn url(&self) -> String {
-        self.nodes
-            .iter()
-            .map(RedisServer::url)
-            .collect::<Vec<_>>()
-            .join(",")
+        let urls: Vec<String> = match &self.tls {
+            Some((ports, _)) => ports
+                .iter()
+                .map(|port| format!("rediss://127.0.0.1:{port}"))
+                .collect(),
+            None => self.nodes.iter().map(RedisServer::url).collect(),
+        };
+        urls.join(",")
     }
 
-    /// The nodes.
-    pub fn servers(&self) -> &[RedisServer] {
-        &self.nodes
+    /// The CA of the nodes' certificates, with TLS.
+    pub fn ca(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|(_, ca)| ca.as_path())
     }
 
-    /// A cluster connection for the test's own commands.
-    pub fn connect(&self) -> ClusterConnection {
-        let urls: Vec<String> = self.nodes.iter().map(RedisServer::url).collect();
-        ClusterClient::builder(urls)
-            .connection_timeout(Duration::from_secs(5))
-            .response_timeout(Duration::from_secs(10))
-            .build()
-            .and_then(|client| client.get_connection())
-            .unwrap_or_else(|error| panic!("cannot connect to the cluster: {error}"))
+    /// A plain connection to the node that serves `key`'s slot now, for
+    /// the test's own commands on keys of that slot.
+    pub fn connect_for(&self, key: &str) -> redis::Connection {
+        let owner = self.owner(key);
+        self.server(owner.port).connect()
     }
 
     /// The node serving `key`'s slot, as that node sees it.
@@ -222,9 +252,17 @@ impl RedisCluster {
     }
 }
 
-/// Whether `port + 10000` (the cluster bus) is free too.
-fn bus_port_free(port: u16) -> bool {
-    std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok()
+/// A free port below 55535 whose bus port (port + 10000) is free too.
+fn cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port < 55_535
+            && port != 6379
+            && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok()
+        {
+            return port;
+        }
+    }
 }
 
 /// Whether a `CLUSTER NODES` line lists `slot` among its ranges.
