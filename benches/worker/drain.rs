@@ -1,5 +1,7 @@
 //! Drain throughput: a pre-filled stream drained by a worker, and by a
-//! minimal reference consumer in this process for comparison.
+//! minimal reference consumer in this process for comparison. The default
+//! worker also drains on a local three-master cluster and over TLS, next to
+//! its plain standalone drain of the same run.
 
 use std::thread;
 use std::time::{Duration, Instant};
@@ -7,7 +9,9 @@ use std::time::{Duration, Instant};
 use redis::Value;
 
 use crate::builds::Built;
-use crate::common::RedisServer;
+use crate::common::cluster::RedisCluster;
+use crate::common::tls::Certificates;
+use crate::common::{RedisOptions, RedisServer, unused_port};
 use crate::options::Options;
 use crate::report::{mib, thousands};
 use crate::usage::{CpuUse, CpuWatch, status_kb};
@@ -32,6 +36,89 @@ pub struct Drains {
     pub raw: Vec<Drain>,
     /// The `--extra-worker` binary.
     pub extra: Vec<Drain>,
+    /// `bench-default` on a three-master cluster.
+    pub cluster: Vec<Drain>,
+    /// `bench-default` over TLS to one Redis.
+    pub tls: Vec<Drain>,
+}
+
+/// The Redis a worker drains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// One redis-server, plain TCP.
+    Standalone,
+    /// One redis-server, `rediss://` with a private CA.
+    Tls,
+    /// A local cluster of three masters; the stream lives on one of them.
+    Cluster,
+}
+
+/// A running Redis of a [`Topology`], and what the worker needs to reach it.
+enum BenchRedis {
+    Standalone(RedisServer),
+    Tls {
+        server: RedisServer,
+        tls_port: u16,
+        certificates: Certificates,
+    },
+    Cluster(RedisCluster),
+}
+
+impl BenchRedis {
+    fn start(topology: Topology) -> BenchRedis {
+        match topology {
+            Topology::Standalone => BenchRedis::Standalone(RedisServer::start()),
+            Topology::Tls => {
+                let certificates = Certificates::generate();
+                let tls_port = unused_port();
+                let server = RedisServer::start_with_args(
+                    RedisOptions::default(),
+                    certificates.server_args(tls_port, "no"),
+                );
+                BenchRedis::Tls {
+                    server,
+                    tls_port,
+                    certificates,
+                }
+            }
+            Topology::Cluster => BenchRedis::Cluster(RedisCluster::start(3)),
+        }
+    }
+
+    /// The server that holds the stream, for pre-filling and polling in
+    /// plain text.
+    fn data_node(&self) -> &RedisServer {
+        match self {
+            BenchRedis::Standalone(server) | BenchRedis::Tls { server, .. } => server,
+            BenchRedis::Cluster(cluster) => {
+                let owner = cluster.owner(STREAM);
+                cluster
+                    .servers()
+                    .iter()
+                    .find(|server| server.port() == owner.port)
+                    .expect("the stream's node")
+            }
+        }
+    }
+
+    /// The worker's settings to reach this Redis.
+    fn worker_env(&self) -> Vec<(&'static str, String)> {
+        match self {
+            BenchRedis::Standalone(server) => vec![("REDIS_URL", server.url())],
+            BenchRedis::Tls {
+                tls_port,
+                certificates,
+                ..
+            } => vec![
+                ("REDIS_URL", format!("rediss://localhost:{tls_port}")),
+                ("REDIS_TLS_CA_FILE", certificates.ca().display().to_string()),
+            ],
+            BenchRedis::Cluster(cluster) => vec![
+                ("REDIS_URL", cluster.url()),
+                ("REDIS_CLUSTER", "true".to_owned()),
+            ],
+        }
+    }
 }
 
 /// One drain of the pre-filled stream.
@@ -51,21 +138,38 @@ pub const INFO_JSON: &[(&str, &str)] = &[("LOG_LEVEL", "info"), ("LOG_FORMAT", "
 /// Drains with the worker `built`, `env` on top of the usual settings
 /// (`LOG_LEVEL=warn`).
 pub fn drain_worker(built: &Built, options: &Options, env: &[(&str, &str)]) -> (Drain, CpuUse) {
-    let redis = RedisServer::start();
-    prefill(&redis, options.entries);
+    drain_worker_on(built, options, Topology::Standalone, env)
+}
+
+/// [`drain_worker`] on a Redis of `topology`.
+pub fn drain_worker_on(
+    built: &Built,
+    options: &Options,
+    topology: Topology,
+    env: &[(&str, &str)],
+) -> (Drain, CpuUse) {
+    let bench_redis = BenchRedis::start(topology);
+    let redis = bench_redis.data_node();
+    prefill(redis, options.entries);
     let mut poll = redis.connect();
     let mut watch = CpuWatch::start();
     if let Some(pid) = redis.pid() {
         watch.watch("redis", pid, false);
     }
     let started = Instant::now();
+    let reach = bench_redis.worker_env();
+    let env: Vec<(&str, &str)> = reach
+        .iter()
+        .map(|(key, value)| (*key, value.as_str()))
+        .chain(env.iter().copied())
+        .collect();
     let mut worker = spawn_worker(
         built.name,
         &built.binary,
-        &redis,
+        redis,
         options,
         &options.wrapper(),
-        env,
+        &env,
     );
     watch.watch("worker", worker.pid(), true);
     loop {

@@ -105,7 +105,9 @@ use std::time::Instant;
 use builds::{Built, LATENCY_LOGIC, build, cold_build};
 use calm::least_disturbed;
 use common::note;
-use drain::{Drains, INFO_JSON, describe_drain, drain_reference, drain_worker};
+use drain::{
+    Drains, INFO_JSON, Topology, describe_drain, drain_reference, drain_worker, drain_worker_on,
+};
 use latency::Latency;
 use machine::{Machine, load_averages};
 use options::Options;
@@ -230,6 +232,16 @@ fn measure_drains(
         let (drain, _) = least_disturbed(options, raw.name, || drain_worker(raw, options, &[]));
         note(format!("  validation off: {}", describe_drain(&drain)));
         drains.raw.push(drain);
+        let (drain, _) = least_disturbed(options, "cluster", || {
+            drain_worker_on(default, options, Topology::Cluster, &[])
+        });
+        note(format!("  cluster:        {}", describe_drain(&drain)));
+        drains.cluster.push(drain);
+        let (drain, _) = least_disturbed(options, "tls", || {
+            drain_worker_on(default, options, Topology::Tls, &[])
+        });
+        note(format!("  TLS:            {}", describe_drain(&drain)));
+        drains.tls.push(drain);
         if let Some(extra) = extra {
             let (drain, _) =
                 least_disturbed(options, extra.name, || drain_worker(extra, options, &[]));

@@ -47,6 +47,8 @@ pub fn print(options: &Options, results: &Results) {
                 default_info_json: info_json_drains,
                 raw: raw_drains,
                 extra: extra_drains,
+                cluster: cluster_drains,
+                tls: tls_drains,
             },
         latency: latency_result,
         startups,
@@ -102,6 +104,33 @@ pub fn print(options: &Options, results: &Results) {
                 summary.redis_cores,
                 per_run.join(", "),
                 verdict(ratio >= 0.8)
+            );
+        }
+    }
+    if options.drain() {
+        // The validation-on worker against its own plain standalone drain
+        // of the same run.
+        let standalone = summarize(default_drains);
+        for (label, drains, target) in [
+            ("on a 3-master cluster", cluster_drains, 0.8),
+            ("over TLS (rediss://, private CA)", tls_drains, 0.7),
+        ] {
+            let summary = summarize(drains);
+            others.push(summary.others_max);
+            let ratio = summary.rate / standalone.rate;
+            let per_run: Vec<String> = drains
+                .iter()
+                .zip(default_drains)
+                .map(|(drain, plain)| format!("{:.2}", drain.rate / plain.rate))
+                .collect();
+            let _ = writeln!(
+                table,
+                "| Drain, worker, validation on, {label} | {}/s ({:.2} s; worker {:.2} cores) = **{ratio:.2}x** standalone plain (per run: {}) | >= {target}x | {} |",
+                thousands(summary.rate),
+                summary.seconds,
+                summary.worker_cores,
+                per_run.join(", "),
+                verdict(ratio >= target)
             );
         }
     }

@@ -135,6 +135,11 @@ impl RedisCluster {
         urls.join(",")
     }
 
+    /// The nodes.
+    pub fn servers(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
     /// The CA of the nodes' certificates, with TLS.
     pub fn ca(&self) -> Option<&Path> {
         self.tls.as_ref().map(|(_, ca)| ca.as_path())
