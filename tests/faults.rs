@@ -1322,3 +1322,206 @@ fn worker_started_before_redis_waits_and_then_consumes() {
         consumed_in.as_secs_f64()
     ));
 }
+
+// ---------------------------------------------------------------------------
+// 12. Business logic that hangs, crawls or crashes
+// ---------------------------------------------------------------------------
+
+/// Settings of the scenarios below: the retry settings, calls bounded to
+/// 300 ms.
+const HOSTILE_SETTINGS: &[(&str, &str)] = &[
+    ("WORKER_MAX_DELIVERIES", "3"),
+    ("WORKER_RETRY_BACKOFF_MS", "50"),
+    ("WORKER_RETRY_BACKOFF_MAX_MS", "200"),
+    ("WORKER_BATCH_SIZE", "50"),
+    ("WORKER_PROCESS_TIMEOUT_MS", "300"),
+];
+
+/// Calls that never return are dropped after `process_timeout_ms` and count
+/// as retryable failures: the hanging entries are dead-lettered after three
+/// deliveries with the timeout as their reason, every neighbour is
+/// processed once, and the worker goes on reading.
+#[test]
+fn hanging_logic_times_out_and_the_worker_goes_on() {
+    const TOTAL: usize = 100;
+    let mut scenario = Scenario::new("hang");
+    scenario.spawn("w1", HOSTILE_SETTINGS);
+    let (hanging, fine) = add_with_faults(&scenario, TOTAL, 25, "hang");
+    wait_dead_letters_and_drained(&mut scenario, hanging.len(), TOTAL);
+    assert_dead_lettered_after_three(&scenario, &hanging, &fine, "timed out after 300 ms");
+    let more = scenario.add(&[data(TOTAL, "none", 0)]);
+    scenario.wait_drained(TOTAL + 1, Duration::from_secs(10));
+    assert_eq!(scenario.record().counts().get(more[0].as_str()), Some(&1));
+    scenario.done(format!(
+        "{} hanging entries timed out three times and were dead-lettered",
+        hanging.len()
+    ));
+}
+
+/// Entries are acknowledged as they finish: one slow entry of a batch holds
+/// back only its own acknowledgement, not its 49 neighbours'.
+#[test]
+fn entries_are_acknowledged_as_they_finish() {
+    const TOTAL: usize = 50;
+    const SLOW_MS: u64 = 10_000;
+    let mut scenario = Scenario::new("ack_as_finished");
+    scenario.spawn(
+        "w1",
+        &[("WORKER_BATCH_SIZE", "50"), ("WORKER_CONCURRENCY", "8")],
+    );
+    let mut entries = vec![data(0, "none", SLOW_MS)];
+    entries.extend((1..TOTAL).map(|n| data(n, "none", 0)));
+    let ids = scenario.add_atomically(&entries);
+    scenario.wait_for(
+        Duration::from_secs(30),
+        "the batch read",
+        |scenario| match scenario.group() {
+            Some(group) if group.entries_read.is_some_and(|read| read >= TOTAL) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    // Well before the slow entry finishes, only it is pending.
+    let pending = scenario.wait_for(
+        Duration::from_millis(SLOW_MS / 2),
+        "every entry but the slow one acknowledged",
+        |scenario| match scenario.pending_ids(None) {
+            pending if pending.len() == 1 => Ok(pending),
+            pending => Err(format!("{} pending", pending.len())),
+        },
+    );
+    assert_eq!(
+        pending.into_iter().collect::<Vec<_>>(),
+        vec![ids[0].clone()]
+    );
+    scenario.wait_drained(TOTAL, Duration::from_secs(30));
+    scenario.done("49 entries acknowledged while the slow one ran");
+}
+
+/// A dead-letter write that fails (here the dead-letter key holds a string:
+/// `WRONGTYPE`, as a maxmemory or ACL refusal would) holds back nothing but
+/// its own entry: the successful entries are acknowledged, the permanent
+/// failure stays pending, and is dead-lettered once Redis accepts it.
+#[test]
+fn failing_dead_letter_writes_hold_back_only_their_entry() {
+    const TOTAL: usize = 20;
+    let mut scenario = Scenario::new("dlq_refused");
+    let dlq = scenario.dead_letter_stream();
+    let _: () = redis::cmd("SET")
+        .arg(&dlq)
+        .arg("not a stream")
+        .query(&mut scenario.redis().connect())
+        .unwrap();
+    scenario.spawn("w1", HOSTILE_SETTINGS);
+    let (refused, _fine) = add_with_faults(&scenario, TOTAL, TOTAL, "permanent");
+    let pending = scenario.wait_for(
+        Duration::from_secs(30),
+        "every entry but the permanent failure acknowledged",
+        |scenario| match scenario.group() {
+            Some(group) if group.entries_read.is_some_and(|read| read >= TOTAL) => {
+                match scenario.pending_ids(None) {
+                    pending if pending.len() == 1 => Ok(pending),
+                    pending => Err(format!("{} pending", pending.len())),
+                }
+            }
+            other => Err(format!("{other:?}")),
+        },
+    );
+    assert_eq!(pending.into_iter().collect::<Vec<_>>(), refused);
+    let _: () = redis::cmd("DEL")
+        .arg(&dlq)
+        .query(&mut scenario.redis().connect())
+        .unwrap();
+    wait_dead_letters_and_drained(&mut scenario, 1, TOTAL);
+    let letters = scenario.dead_letters();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].original_id, refused[0]);
+    scenario.done("19 entries acknowledged while the dead-letter write failed");
+}
+
+/// A live worker keeps its entries however long they take: with calls of
+/// 3 s and a `claim_idle_ms` of 1 s, a second worker scanning for idle
+/// entries every 200 ms takes none of them over, and every entry is
+/// processed once, by the worker that read it.
+#[test]
+fn slow_but_live_workers_keep_their_entries() {
+    const TOTAL: usize = 8;
+    let mut scenario = Scenario::new("slow_live");
+    let settings = [
+        ("WORKER_CLAIM_IDLE_MS", "1000"),
+        ("WORKER_CLAIM_INTERVAL_MS", "200"),
+        ("WORKER_PROCESS_TIMEOUT_MS", "10000"),
+        ("WORKER_CONCURRENCY", "4"),
+    ];
+    let first = scenario.spawn("w1", &settings);
+    let entries: Vec<String> = (0..TOTAL).map(|n| data(n, "none", 3_000)).collect();
+    let ids = scenario.add_atomically(&entries);
+    scenario.wait_for(
+        Duration::from_secs(30),
+        "w1 to hold every entry",
+        |scenario| {
+            if scenario.group().is_none() {
+                return Err("no group yet".to_owned());
+            }
+            match scenario.pending_by_consumer().get("w1") {
+                Some(&held) if held == TOTAL => Ok(()),
+                other => Err(format!("w1 holds {other:?}")),
+            }
+        },
+    );
+    let second = scenario.spawn("w2", &settings);
+    scenario.wait_drained(TOTAL, Duration::from_secs(30));
+    let record = scenario.record();
+    let first_pid = scenario.pid(first);
+    for id in &ids {
+        assert_eq!(record.pids_of(id), vec![first_pid], "calls for {id}");
+    }
+    assert!(
+        scenario.log_lines(second, "took over entries").is_empty(),
+        "w2 took over entries of a live worker"
+    );
+    assert_eq!(scenario.redis().xlen(&scenario.dead_letter_stream()), 0);
+    scenario.done("8 entries of 3 s each kept by their live worker against claim_idle 1 s");
+}
+
+/// The retry delay counts from the failure: an entry that fails after
+/// 2 s, with a 2 s backoff, is called again no sooner than 2 s after that
+/// failure (counted from its delivery it would be due at once).
+#[test]
+fn retry_backoff_counts_from_the_failure() {
+    let mut scenario = Scenario::new("backoff_from_failure");
+    scenario.spawn(
+        "w1",
+        &[
+            ("WORKER_RETRY_BACKOFF_MS", "2000"),
+            ("WORKER_RETRY_BACKOFF_MAX_MS", "2000"),
+            ("WORKER_PROCESS_TIMEOUT_MS", "10000"),
+        ],
+    );
+    scenario.add(&[data(0, "times:1", 2_000)]);
+    let record = scenario.record.clone();
+    scenario.wait_for(
+        Duration::from_secs(30),
+        "the first call",
+        |_| match Record::count_lines(&record) {
+            0 => Err("no call yet".to_owned()),
+            _ => Ok(()),
+        },
+    );
+    let failed = Instant::now();
+    scenario.wait_for(
+        Duration::from_secs(30),
+        "the second call",
+        |_| match Record::count_lines(&record) {
+            2.. => Ok(()),
+            calls => Err(format!("{calls} calls")),
+        },
+    );
+    let gap = failed.elapsed();
+    // The retry waits 2 s from the failure, then its call takes 2 s.
+    assert!(
+        gap >= Duration::from_millis(3_800),
+        "the second call ended {gap:?} after the failure"
+    );
+    scenario.wait_drained(1, Duration::from_secs(10));
+    scenario.done(format!("retried {gap:?} after the failure"));
+}

@@ -81,7 +81,39 @@ pub struct Names {
 /// A read of new entries sent ahead, its reply not yet taken; see
 /// [`Consumer::read_ahead`].
 #[derive(Debug)]
-pub struct ReadAhead(JoinHandle<Result<Vec<Delivery>, Error>>);
+pub struct ReadAhead(AheadState);
+
+#[derive(Debug)]
+enum AheadState {
+    Sent(JoinHandle<Result<Vec<Delivery>, Error>>),
+    Arrived(Result<Vec<Delivery>, Error>),
+}
+
+impl ReadAhead {
+    /// The IDs of the entries read ahead, once the reply has arrived
+    /// (never waiting for it): they are this consumer's from then on, and
+    /// the heartbeat keeps them so while they wait.
+    pub async fn arrived_ids(&mut self) -> Vec<String> {
+        if let AheadState::Sent(handle) = &mut self.0
+            && handle.is_finished()
+        {
+            let result = handle
+                .await
+                .unwrap_or_else(|failed| Err(unexpected("XREADGROUP", failed.to_string())));
+            self.0 = AheadState::Arrived(result);
+        }
+        match &self.0 {
+            AheadState::Arrived(Ok(deliveries)) => deliveries
+                .iter()
+                .map(|delivery| match delivery {
+                    Delivery::Entry(entry) => entry.id.clone(),
+                    Delivery::Deleted(id) => id.clone(),
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
 
 struct Connections {
     reader: MultiplexedConnection,
@@ -260,17 +292,19 @@ impl Consumer {
     pub fn read_ahead(&mut self, count: usize) -> Option<ReadAhead> {
         let cmd = self.read_group(count, None, ">");
         let mut reader = self.connections.as_ref()?.reader.clone();
-        Some(ReadAhead(tokio::spawn(async move {
+        Some(ReadAhead(AheadState::Sent(tokio::spawn(async move {
             parse_read(cmd.query_async(&mut reader).await?)
-        })))
+        }))))
     }
 
     /// The entries of a read sent ahead, waiting for its reply if need be.
     pub async fn take(&mut self, read: ReadAhead) -> Result<Vec<Delivery>, Error> {
-        let result = read
-            .0
-            .await
-            .unwrap_or_else(|failed| Err(unexpected("XREADGROUP", failed.to_string())));
+        let result = match read.0 {
+            AheadState::Sent(handle) => handle
+                .await
+                .unwrap_or_else(|failed| Err(unexpected("XREADGROUP", failed.to_string()))),
+            AheadState::Arrived(result) => result,
+        };
         self.check(result)
     }
 
@@ -378,6 +412,25 @@ impl Consumer {
             .arg(ids);
         let reply: Value = self.command(&cmd).await?;
         parse_entries("XCLAIM", reply)
+    }
+
+    /// Resets the idle time of those of `ids` still pending, without
+    /// counting a delivery (`XCLAIM <self> 0 ... JUSTID`). The heartbeat of
+    /// entries in flight or read ahead, so no other consumer takes over an
+    /// entry this live one holds; and the start of a failed entry's retry
+    /// delay, so the backoff counts from the failure.
+    pub async fn touch(&mut self, ids: &[String]) -> Result<(), Error> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("XCLAIM");
+        cmd.arg(&self.names.stream)
+            .arg(&self.names.group)
+            .arg(&self.names.consumer)
+            .arg(0)
+            .arg(ids)
+            .arg("JUSTID");
+        self.command::<Value>(&cmd).await.map(drop)
     }
 
     /// Acknowledges `ids` with one `XACK`; returns how many were pending.

@@ -141,6 +141,12 @@ pub struct WorkerSettings {
     pub concurrency: usize,
     /// Entries fetched by one read (`COUNT`).
     pub batch_size: usize,
+    /// How long the business logic may take for one entry. A call still
+    /// running then is dropped and counts as a retryable failure, so a call
+    /// that never returns (an HTTP request without a timeout) cannot freeze
+    /// the worker.
+    #[serde(rename = "process_timeout_ms", with = "millis")]
+    pub process_timeout: Duration,
     /// After SIGTERM/SIGINT, how long in-flight entries may still take.
     #[serde(rename = "shutdown_timeout_ms", with = "millis")]
     pub shutdown_timeout: Duration,
@@ -154,9 +160,10 @@ pub struct WorkerSettings {
     /// Upper bound of the retry delay.
     #[serde(rename = "retry_backoff_max_ms", with = "millis")]
     pub retry_backoff_max: Duration,
-    /// How long an entry must sit unacknowledged with another consumer before
-    /// this one takes it over. Must exceed the longest processing time, or
-    /// entries still being processed are processed twice.
+    /// How long an entry must sit idle with another consumer before this
+    /// one takes it over. A live worker resets the idle time of the entries
+    /// it holds every quarter of this, so only a dead or frozen worker's
+    /// entries reach it.
     #[serde(rename = "claim_idle_ms", with = "millis")]
     pub claim_idle: Duration,
     /// How often to look for entries of dead consumers.
@@ -211,6 +218,7 @@ impl Default for WorkerSettings {
         Self {
             concurrency: 64,
             batch_size: 500,
+            process_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
             dead_letter_stream: None,
             max_deliveries: 5,

@@ -1,9 +1,10 @@
 //! The consume loop.
 //!
 //! [`Worker::step`] does one unit of work: it picks the next source of
-//! entries, hands them to the [`Handler`] (up to `concurrency` at once),
-//! then acknowledges what succeeded and dead-letters what failed for good,
-//! with one `XACK` for the batch. [`Worker::run`] repeats it, and adds only
+//! entries, hands them to the [`Handler`] (up to `concurrency` at once,
+//! each call bounded by `process_timeout`), and acknowledges what succeeded
+//! and dead-letters what failed for good as entries finish, batched into
+//! few `XACK`s. [`Worker::run`] repeats it, and adds only
 //! waiting, backoff on Redis errors and graceful shutdown.
 //!
 //! Sources, in order of priority:
@@ -19,6 +20,8 @@
 //! for another group (see [`crate::replay`]) is acknowledged unprocessed.
 //! A shutdown asked for while the worker waits for new entries ends that
 //! wait at once.
+//! While entries run, a heartbeat keeps them this consumer's (see
+//! `worker/process.rs`).
 //!
 //! While a full batch of new entries is processed, the next batch is read
 //! ahead (without blocking), so Redis prepares it while this worker works;
@@ -32,6 +35,7 @@
 //! carrying out the retry policy's decisions and recording them in Redis in
 //! `worker/process.rs`.
 
+mod ledger;
 mod process;
 mod sources;
 
@@ -52,7 +56,7 @@ use crate::settings::{Settings, WorkerSettings};
 use crate::shutdown::{self, Shutdown};
 use crate::summary::{self, SUMMARY_INTERVAL, Summary};
 
-use self::process::Ledger;
+use self::ledger::Ledger;
 use self::sources::{delivery_id, first_deliveries};
 
 /// Where the entries of a step came from.

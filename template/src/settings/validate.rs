@@ -78,6 +78,7 @@ fn core(s: &Settings) -> Result<(), Refusal> {
         ("redis.block_timeout_ms", s.redis.block_timeout.is_zero()),
         ("worker.concurrency", w.concurrency == 0),
         ("worker.batch_size", w.batch_size == 0),
+        ("worker.process_timeout_ms", w.process_timeout.is_zero()),
         ("worker.max_deliveries", w.max_deliveries == 0),
         ("worker.retry_backoff_ms", w.retry_backoff.is_zero()),
         ("worker.claim_idle_ms", w.claim_idle.is_zero()),
