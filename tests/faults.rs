@@ -1525,3 +1525,146 @@ fn retry_backoff_counts_from_the_failure() {
     scenario.wait_drained(1, Duration::from_secs(10));
     scenario.done(format!("retried {gap:?} after the failure"));
 }
+
+/// An entry that kills the process on every delivery (`abort`, as an OOM
+/// kill or a segfault in a C library would) is dead-lettered alone: the
+/// worker runs under a restart loop, as a supervisor would run it, and
+/// after `max_deliveries` crashes only that entry is in the dead-letter
+/// stream; every other entry of its batch is processed and acknowledged.
+#[test]
+fn an_entry_that_kills_the_process_is_dead_lettered_alone() {
+    const TOTAL: usize = 100;
+    const CRASHING: usize = 50;
+    let mut scenario = Scenario::new("crash_isolation");
+    let settings = [
+        ("WORKER_MAX_DELIVERIES", "3"),
+        ("WORKER_BATCH_SIZE", "100"),
+        ("WORKER_CONCURRENCY", "16"),
+    ];
+    let entries: Vec<String> = (0..TOTAL)
+        .map(|n| data(n, if n == CRASHING { "abort" } else { "none" }, 0))
+        .collect();
+    // Added before the first start: one batch holds them all.
+    let ids = scenario.add(&entries);
+    let mut crashes = 0;
+    loop {
+        let index = scenario.spawn("w1", &settings);
+        let crashed = wait_until(
+            Duration::from_secs(60),
+            "the worker to crash or drain the stream",
+            || {
+                if let Some(status) = scenario.worker(index).try_status() {
+                    return Ok(Some(status));
+                }
+                match scenario.group() {
+                    Some(group)
+                        if group.pending == 0
+                            && group.lag == Some(0)
+                            && group.entries_read.is_some_and(|read| read >= TOTAL) =>
+                    {
+                        Ok(None)
+                    }
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        );
+        match crashed {
+            Some(status) => {
+                scenario.workers[index].expect_running = false;
+                crashes += 1;
+                assert!(
+                    crashes <= 5,
+                    "still crashing after {crashes} starts: {status}"
+                );
+            }
+            None => break,
+        }
+    }
+    scenario.assert_all_acknowledged();
+    let letters = scenario.dead_letters();
+    let originals: Vec<&str> = letters.iter().map(|l| l.original_id.as_str()).collect();
+    assert_eq!(originals, vec![ids[CRASHING].as_str()], "dead letters");
+    assert_eq!(crashes, 3, "one crash per allowed delivery");
+    let record = scenario.record();
+    let counts = record.counts();
+    assert_eq!(counts.get(ids[CRASHING].as_str()), Some(&3));
+    for (n, id) in ids.iter().enumerate().filter(|(n, _)| *n != CRASHING) {
+        assert!(
+            counts.contains_key(id.as_str()),
+            "entry {n} never processed"
+        );
+    }
+    scenario.done(format!(
+        "{crashes} crashes; the crashing entry dead-lettered alone, {} others processed",
+        TOTAL - 1
+    ));
+}
+
+/// Removing idle consumers is housekeeping: when it fails (here the
+/// worker's ACL user may not run `XINFO`), the entries just taken over from
+/// a dead consumer are still processed, once each, and acknowledged.
+#[test]
+fn a_failing_idle_consumer_removal_drops_no_claimed_entry() {
+    const TOTAL: usize = 20;
+    let mut scenario = Scenario::new("removal_refused");
+    let mut redis = scenario.redis().connect();
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("worker")
+        .arg("on")
+        .arg(">secret")
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .arg("-xinfo")
+        .query(&mut redis)
+        .unwrap();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&scenario.stream)
+        .arg(&scenario.group)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query(&mut redis)
+        .unwrap();
+    let entries: Vec<String> = (0..TOTAL).map(|n| data(n, "none", 0)).collect();
+    let ids = scenario.add(&entries);
+    // A consumer that read them all and died.
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(&scenario.group)
+        .arg("dead")
+        .arg("COUNT")
+        .arg(TOTAL)
+        .arg("STREAMS")
+        .arg(&scenario.stream)
+        .arg(">")
+        .query(&mut redis)
+        .unwrap();
+    scenario.url = format!(
+        "redis://worker:secret@127.0.0.1:{}",
+        scenario.redis().port()
+    );
+    let worker = scenario.spawn(
+        "w1",
+        &[
+            ("WORKER_CLAIM_IDLE_MS", "500"),
+            ("WORKER_CLAIM_INTERVAL_MS", "100"),
+            ("WORKER_DELETE_IDLE_CONSUMERS_MS", "500"),
+        ],
+    );
+    scenario.wait_drained(TOTAL, Duration::from_secs(20));
+    scenario.assert_all_acknowledged();
+    let record = scenario.record();
+    let counts = record.counts();
+    for id in &ids {
+        assert_eq!(counts.get(id.as_str()), Some(&1), "calls for {id}");
+    }
+    assert!(
+        !scenario
+            .log_lines(worker, "cannot remove idle consumers")
+            .is_empty(),
+        "the removal was tried and failed"
+    );
+    scenario.done("20 entries taken over and processed while the removal failed");
+}

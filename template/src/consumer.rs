@@ -272,18 +272,6 @@ impl Consumer {
         self.connections = None;
     }
 
-    /// Up to `count` entries of this consumer's own pending list, with IDs
-    /// after `after` (`0` for the start).
-    pub async fn read_pending(
-        &mut self,
-        after: &str,
-        count: usize,
-    ) -> Result<Vec<Delivery>, Error> {
-        let cmd = self.read_group(count, None, after);
-        let reply = self.read(&cmd).await?;
-        parse_read(reply)
-    }
-
     /// Sends a read of up to `count` new entries, without blocking, and
     /// returns at once; [`Consumer::take`] gives its entries. Those entries
     /// are delivered to this consumer as soon as Redis runs the read, so the

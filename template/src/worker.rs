@@ -9,7 +9,10 @@
 //!
 //! Sources, in order of priority:
 //! 1. this consumer's own pending entries, once after start and after each
-//!    reconnect (`XREADGROUP ... 0`): work a previous run left unfinished;
+//!    reconnect (`XPENDING` for this consumer, then `XCLAIM` of one entry
+//!    at a time): work a previous run left unfinished, processed and
+//!    acknowledged one by one, because one of them may be what killed
+//!    that run;
 //! 2. entries of dead consumers, idle longer than `claim_idle`, every
 //!    `claim_interval` (`XAUTOCLAIM`, walking the whole pending list);
 //! 3. this consumer's own failures whose retry delay has passed (`XPENDING`
@@ -57,7 +60,7 @@ use crate::shutdown::{self, Shutdown};
 use crate::summary::{self, SUMMARY_INTERVAL, Summary};
 
 use self::ledger::Ledger;
-use self::sources::{delivery_id, first_deliveries};
+use self::sources::first_deliveries;
 
 /// Where the entries of a step came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -94,6 +97,18 @@ pub struct StepReport {
     pub abandoned: usize,
     /// Dead letters replayed for another group, acknowledged unprocessed.
     pub skipped: usize,
+}
+
+impl StepReport {
+    /// Adds the counts of `other`, a part of this step.
+    fn absorb(&mut self, other: StepReport) {
+        self.processed += other.processed;
+        self.succeeded += other.succeeded;
+        self.retrying += other.retrying;
+        self.dead_lettered += other.dead_lettered;
+        self.deleted += other.deleted;
+        self.abandoned += other.abandoned;
+    }
 }
 
 /// A consumer-group worker running handler `H`.
@@ -298,12 +313,9 @@ impl<H: Handler> Worker<H> {
             let deliveries = self.consumer.take(read).await?;
             (Source::New, first_deliveries(deliveries))
         } else if let Some(after) = self.replay_after.clone() {
-            let deliveries = self.consumer.read_pending(&after, batch).await?;
-            match deliveries.last() {
-                Some(last) => self.replay_after = Some(delivery_id(last).to_owned()),
-                None => self.replay_after = None,
-            }
-            (Source::Replay, self.with_delivery_counts(deliveries).await?)
+            let mut report = self.replay(&after).await?;
+            report.source = Source::Replay;
+            return Ok(report);
         } else if now >= self.next_claim {
             (Source::Claim, self.claim_from_dead_consumers(now).await?)
         } else if self.own_failures && now >= self.next_retry_scan {

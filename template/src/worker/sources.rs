@@ -1,5 +1,5 @@
-//! The sources of a step other than new entries: delivery counts after a
-//! replay, takeover of dead consumers' entries and this consumer's own
+//! The sources of a step other than new entries: the replay of this
+//! consumer's own pending entries, takeover of dead consumers' entries and this consumer's own
 //! retries, with the delivery count each entry has now.
 
 use std::collections::HashMap;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::Worker;
+use super::{StepReport, Worker};
 use crate::consumer::Delivery;
 use crate::error::Error;
 use crate::handler::Handler;
@@ -28,6 +28,57 @@ impl<H: Handler> Worker<H> {
         Ok(deliveries.into_iter().zip(counts).collect())
     }
 
+    /// One page of this consumer's own pending list (IDs after `after`;
+    /// `0` for the start), entry by entry: each is claimed again (counting
+    /// a delivery), processed alone and its outcome recorded before the
+    /// next is claimed. A previous run left these unfinished, and one of
+    /// them may be what killed it: claimed and processed together, an
+    /// entry that kills the process on every delivery would carry its
+    /// whole batch to `max_deliveries` with it. Alone, it reaches the limit
+    /// alone, and every entry before it is acknowledged.
+    pub(super) async fn replay(&mut self, after: &str) -> Result<StepReport, Error> {
+        let batch = self.settings.batch_size;
+        let after = (after != "0").then_some(after);
+        let page = self
+            .consumer
+            .own_pending(Duration::ZERO, after, batch)
+            .await?;
+        let complete = page.len() < batch;
+        let mut report = StepReport::default();
+        for pending in page {
+            if self.shutdown.deadline().is_some() {
+                return Ok(report);
+            }
+            let claimed = self
+                .consumer
+                .claim(&[pending.id.as_str()], Duration::ZERO)
+                .await?;
+            if claimed.is_empty() {
+                // Redis 7 drops an entry deleted from the stream from the
+                // pending list when it is claimed, and returns nothing.
+                warn!(id = %pending.id, "a pending entry was deleted from the stream before it was processed; dropped from the pending list");
+                report.deleted += 1;
+                self.replay_after = Some(pending.id);
+                continue;
+            }
+            let deliveries = claimed
+                .into_iter()
+                .map(|delivery| (delivery, pending.deliveries + 1))
+                .collect();
+            let one = self.process(deliveries).await;
+            if one.retrying > 0 || one.abandoned > 0 {
+                self.own_failures = true;
+            }
+            report.absorb(one);
+            self.flush().await?;
+            self.replay_after = Some(pending.id);
+        }
+        if complete {
+            self.replay_after = None;
+        }
+        Ok(report)
+    }
+
     /// One page of `XAUTOCLAIM`; the walk of the pending list goes on at the
     /// next step until it is complete, then waits `claim_interval`.
     pub(super) async fn claim_from_dead_consumers(
@@ -44,13 +95,21 @@ impl<H: Handler> Worker<H> {
             .await?;
         if page.next_cursor == "0-0" {
             self.next_claim = now + self.settings.claim_interval;
+            // Housekeeping only: a failure (an ACL without XINFO or
+            // scripts, a timeout) must not drop the page just claimed,
+            // which is this consumer's now and would wait for the next
+            // takeover, failing the same way.
             if let Some(idle) = self.settings.delete_idle_consumers {
-                let removed = self.consumer.remove_idle_consumers(idle).await?;
-                if !removed.is_empty() {
-                    info!(
+                match self.consumer.remove_idle_consumers(idle).await {
+                    Ok(removed) if removed.is_empty() => {}
+                    Ok(removed) => info!(
                         ?removed,
                         "removed idle consumers that held no pending entries"
-                    );
+                    ),
+                    Err(error) => warn!(
+                        %error,
+                        "cannot remove idle consumers; the entries taken over are processed anyway"
+                    ),
                 }
             }
         }
