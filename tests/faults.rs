@@ -1668,3 +1668,88 @@ fn a_failing_idle_consumer_removal_drops_no_claimed_entry() {
     );
     scenario.done("20 entries taken over and processed while the removal failed");
 }
+
+/// The status code and body of `GET path` on 127.0.0.1:`port`.
+fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|error| format!("connect {addr}: {error}"))?;
+    let timeout = Some(Duration::from_secs(5));
+    stream.set_read_timeout(timeout).unwrap();
+    stream.set_write_timeout(timeout).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|error| format!("send GET {path}: {error}"))?;
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .map_err(|error| format!("read the answer to GET {path}: {error}"))?;
+    let response = String::from_utf8_lossy(&response);
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no end of headers in {response:?}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("no status in {head:?}"))?;
+    Ok((status, body.to_owned()))
+}
+
+/// A handler that blocks its thread freezes the loop where no timeout can
+/// reach it: `/healthz` answers 200 until the loop has made no progress for
+/// longer than the processing timeout plus its margin (17 s here), then
+/// 503, so a liveness probe restarts the worker.
+#[test]
+fn a_frozen_loop_turns_healthz_unhealthy() {
+    let mut scenario = Scenario::new("frozen");
+    let port = unused_port();
+    let addr = format!("127.0.0.1:{port}");
+    scenario.spawn(
+        "w1",
+        &[
+            ("METRICS_ADDR", addr.as_str()),
+            ("WORKER_PROCESS_TIMEOUT_MS", "500"),
+            ("WORKER_RECONNECT_BACKOFF_MAX_MS", "500"),
+        ],
+    );
+    scenario.wait_for(
+        Duration::from_secs(30),
+        "/healthz 200",
+        |_| match http_get(port, "/healthz") {
+            Ok((200, _)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    scenario.add(&[data(0, "block", 0)]);
+    let record = scenario.record.clone();
+    scenario.wait_for(
+        Duration::from_secs(30),
+        "the blocking call",
+        |_| match Record::count_lines(&record) {
+            0 => Err("no call yet".to_owned()),
+            _ => Ok(()),
+        },
+    );
+    let blocked = Instant::now();
+    assert_eq!(
+        http_get(port, "/healthz").map(|(status, _)| status),
+        Ok(200)
+    );
+    let body = scenario.wait_for(Duration::from_secs(60), "/healthz 503", |_| match http_get(
+        port, "/healthz",
+    ) {
+        Ok((503, body)) => Ok(body),
+        other => Err(format!("{other:?}")),
+    });
+    let after = blocked.elapsed();
+    assert!(
+        after >= Duration::from_secs(15),
+        "unhealthy {after:?} after the block"
+    );
+    assert!(body.contains("no progress"), "{body}");
+    scenario.done(format!("/healthz 503 {after:?} after the loop froze"));
+}

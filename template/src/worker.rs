@@ -53,7 +53,7 @@ use crate::connection::Connector;
 use crate::consumer::{Consumer, Names, ReadAhead};
 use crate::error::Error;
 use crate::handler::Handler;
-use crate::observe::Observer;
+use crate::observe::{Observer, Progress};
 use crate::retry::RetryPolicy;
 use crate::settings::{Settings, WorkerSettings};
 use crate::shutdown::{self, Shutdown};
@@ -130,6 +130,7 @@ pub struct Worker<H> {
     /// New entries read while the previous batch was processed.
     read_ahead: Option<ReadAhead>,
     ledger: Ledger,
+    progress: Arc<Progress>,
 }
 
 impl<H> std::fmt::Debug for Worker<H> {
@@ -168,6 +169,7 @@ impl<H: Handler> Worker<H> {
             own_failures: true,
             read_ahead: None,
             ledger: Ledger::default(),
+            progress: Arc::new(Progress::new(liveness_limit(settings))),
         })
     }
 
@@ -180,6 +182,11 @@ impl<H: Handler> Worker<H> {
     /// The stream, group and consumer names.
     pub fn names(&self) -> &Names {
         self.consumer.names()
+    }
+
+    /// When the loop last made progress, for a liveness check.
+    pub fn progress(&self) -> Arc<Progress> {
+        self.progress.clone()
     }
 
     /// Runs until `shutdown` completes, then lets in-flight entries finish
@@ -204,6 +211,7 @@ impl<H: Handler> Worker<H> {
         );
         while self.shutdown.deadline().is_none() {
             self.observer.alive();
+            self.progress.mark();
             match self.step().await {
                 Ok(report) => {
                     if backoff.attempts() > 0 {
@@ -365,4 +373,16 @@ impl<H: Handler> Worker<H> {
             && !(self.own_failures && now >= self.next_retry_scan)
             && self.shutdown.deadline().is_none()
     }
+}
+
+/// How long the loop may go without progress before it counts as frozen:
+/// the longest a healthy worker goes without a mark is a call of the
+/// business logic (bounded by `process_timeout`), a blocking read or a
+/// backoff after a Redis error, plus a few command timeouts.
+fn liveness_limit(settings: &Settings) -> Duration {
+    const MARGIN: Duration = Duration::from_secs(15);
+    settings.worker.process_timeout
+        + settings.redis.block_timeout
+        + settings.worker.reconnect_backoff_max
+        + MARGIN
 }

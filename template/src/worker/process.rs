@@ -113,6 +113,7 @@ impl<H: Handler> Worker<H> {
                 _ = shutdown.requested(), if deadline.is_none() => continue,
                 () = sleep_until(deadline.unwrap_or(tick)), if deadline.is_some() => break,
                 () = sleep_until(tick) => {
+                    self.progress.mark();
                     let now = Instant::now();
                     if now >= next_heartbeat {
                         next_heartbeat = now + heartbeat_every;
@@ -137,6 +138,7 @@ impl<H: Handler> Worker<H> {
                 break;
             };
             remaining -= 1;
+            self.progress.mark();
             unfinished.remove(entry.id.as_str());
             let decision = self.policy.after(deliveries, &result);
             let outcome = carry_out(
