@@ -1753,3 +1753,95 @@ fn a_frozen_loop_turns_healthz_unhealthy() {
     assert!(body.contains("no progress"), "{body}");
     scenario.done(format!("/healthz 503 {after:?} after the loop froze"));
 }
+
+/// A group destroyed under a running worker (`XGROUP DESTROY`; the stream
+/// and its entries stay) is recreated at the last entry the worker read:
+/// with `group_start_id` `0` the 100 entries already done are not replayed,
+/// and the entries added after the loss are processed.
+#[test]
+fn a_lost_group_comes_back_where_the_worker_left_off() {
+    let mut scenario = Scenario::new("group_lost");
+    let worker = scenario.spawn("w1", &[("WORKER_GROUP_START_ID", "0")]);
+    let first: Vec<String> = (0..100).map(|n| data(n, "none", 0)).collect();
+    let first_ids = scenario.add(&first);
+    scenario.wait_drained(100, Duration::from_secs(30));
+    let destroyed: usize = redis::cmd("XGROUP")
+        .arg("DESTROY")
+        .arg(&scenario.stream)
+        .arg(&scenario.group)
+        .query(&mut scenario.redis().connect())
+        .unwrap();
+    assert_eq!(destroyed, 1);
+    let second: Vec<String> = (100..150).map(|n| data(n, "none", 0)).collect();
+    let second_ids = scenario.add(&second);
+    let record = scenario.record.clone();
+    scenario.wait_for(
+        Duration::from_secs(30),
+        "the entries added after the loss",
+        |scenario| {
+            let created = scenario.log_lines(worker, "consumer group created").len();
+            match (created, scenario.group()) {
+                (2.., Some(group))
+                    if group.pending == 0
+                        && group.lag == Some(0)
+                        && Record::count_lines(&record) >= 150 =>
+                {
+                    Ok(())
+                }
+                (created, group) => Err(format!(
+                    "created {created} time(s), {} calls, {group:?}",
+                    Record::count_lines(&record)
+                )),
+            }
+        },
+    );
+    let record = scenario.record();
+    let counts = record.counts();
+    for id in first_ids.iter().chain(&second_ids) {
+        assert_eq!(counts.get(id.as_str()), Some(&1), "calls for {id}");
+    }
+    assert_eq!(record.calls.len(), 150);
+    scenario.done("group recreated at the last entry read; nothing replayed, nothing skipped");
+}
+
+/// A start against a Redis at its `maxmemory` (writes that allocate are
+/// refused) where the group exists writes nothing to check it, and
+/// consumes: reading and acknowledging work at `maxmemory`.
+#[test]
+fn a_start_at_maxmemory_with_an_existing_group_consumes() {
+    const TOTAL: usize = 20;
+    let mut scenario = Scenario::new("maxmemory_start");
+    let mut redis = scenario.redis().connect();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&scenario.stream)
+        .arg(&scenario.group)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query(&mut redis)
+        .unwrap();
+    let entries: Vec<String> = (0..TOTAL).map(|n| data(n, "none", 0)).collect();
+    let ids = scenario.add(&entries);
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("1")
+        .query(&mut redis)
+        .unwrap();
+    let refused: redis::RedisResult<()> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&scenario.stream)
+        .arg("another-group")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query(&mut redis);
+    assert!(
+        refused.is_err_and(|error| error.code() == Some("OOM")),
+        "Redis must refuse writes that allocate"
+    );
+    scenario.spawn("w1", &[]);
+    scenario.wait_drained(TOTAL, Duration::from_secs(30));
+    let counts = scenario.record().counts().len();
+    assert_eq!(counts, ids.len());
+    scenario.done("20 entries consumed at maxmemory");
+}

@@ -237,7 +237,23 @@ impl Consumer {
     /// Creates the group (and the stream) if missing, starting at `start_id`.
     /// Returns whether it was created; `BUSYGROUP` (it exists) is the only
     /// error tolerated.
+    ///
+    /// An existing group costs one read and no write: a Redis at its
+    /// `maxmemory` refuses `XGROUP CREATE ... MKSTREAM` even when the group
+    /// exists, while reading and acknowledging still work.
     pub async fn ensure_group(&mut self, start_id: &str) -> Result<bool, Error> {
+        let mut probe = redis::cmd("XPENDING");
+        probe
+            .arg(&self.names.stream)
+            .arg(&self.names.group)
+            .arg("-")
+            .arg("+")
+            .arg(1);
+        match self.command::<Value>(&probe).await {
+            Ok(_) => return Ok(false),
+            Err(error) if error.is_no_group() => {}
+            Err(error) => return Err(error),
+        }
         let mut cmd = redis::cmd("XGROUP");
         cmd.arg("CREATE")
             .arg(&self.names.stream)

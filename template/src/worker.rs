@@ -60,7 +60,7 @@ use crate::shutdown::{self, Shutdown};
 use crate::summary::{self, SUMMARY_INTERVAL, Summary};
 
 use self::ledger::Ledger;
-use self::sources::first_deliveries;
+use self::sources::{delivery_id, first_deliveries};
 
 /// Where the entries of a step came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -127,6 +127,9 @@ pub struct Worker<H> {
     next_retry_scan: Instant,
     /// Whether this consumer may hold failed entries waiting for a retry.
     own_failures: bool,
+    /// The last new entry this worker read: where a group lost to
+    /// `NOGROUP` is recreated, so it neither replays nor skips anything.
+    last_seen: Option<String>,
     /// New entries read while the previous batch was processed.
     read_ahead: Option<ReadAhead>,
     ledger: Ledger,
@@ -167,6 +170,7 @@ impl<H: Handler> Worker<H> {
             next_claim: now,
             next_retry_scan: now,
             own_failures: true,
+            last_seen: None,
             read_ahead: None,
             ledger: Ledger::default(),
             progress: Arc::new(Progress::new(liveness_limit(settings))),
@@ -304,12 +308,15 @@ impl<H: Handler> Worker<H> {
     pub async fn step(&mut self) -> Result<StepReport, Error> {
         self.flush().await?;
         if !self.group_ready {
-            if self
-                .consumer
-                .ensure_group(&self.settings.group_start_id)
-                .await?
-            {
-                info!(group = %self.names().group, stream = %self.names().stream, "consumer group created");
+            // A group lost to NOGROUP comes back where this worker left
+            // off: at the start ID it would replay what was done, at `$`
+            // skip what arrived meanwhile.
+            let start = self
+                .last_seen
+                .clone()
+                .unwrap_or_else(|| self.settings.group_start_id.clone());
+            if self.consumer.ensure_group(&start).await? {
+                info!(group = %self.names().group, stream = %self.names().stream, start_id = %start, "consumer group created");
             }
             self.group_ready = true;
             return Ok(StepReport::default());
@@ -351,6 +358,11 @@ impl<H: Handler> Worker<H> {
                 }
             }
         };
+        if source == Source::New
+            && let Some((last, _)) = deliveries.last()
+        {
+            self.last_seen = Some(delivery_id(last).to_owned());
+        }
         if source == Source::New && deliveries.len() == batch && self.new_entries_next() {
             self.read_ahead = self.consumer.read_ahead(batch);
         }
