@@ -248,7 +248,20 @@ impl Scenario {
     /// Starts a worker called `consumer` with the scenario's names, JSON
     /// logs, the record file and `env` on top; returns its index.
     fn spawn(&mut self, consumer: &str, env: &[(&str, &str)]) -> usize {
-        let mut command = Command::new(worker_binary());
+        self.spawn_wrapped(&[], consumer, env)
+    }
+
+    /// [`Scenario::spawn`], the worker started by the command `wrapper`
+    /// (its program and arguments, the worker's path appended) if any.
+    fn spawn_wrapped(&mut self, wrapper: &[&str], consumer: &str, env: &[(&str, &str)]) -> usize {
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(worker_binary());
+                command
+            }
+            None => Command::new(worker_binary()),
+        };
         command.current_dir(self.dir.as_ref().unwrap().path());
         scrub_env(&mut command);
         command
@@ -1844,4 +1857,87 @@ fn a_start_at_maxmemory_with_an_existing_group_consumes() {
     let counts = scenario.record().counts().len();
     assert_eq!(counts, ids.len());
     scenario.done("20 entries consumed at maxmemory");
+}
+
+/// The string after `"key":` in a JSON log line.
+fn json_string(line: &str, key: &str) -> Option<String> {
+    let start = line.find(&format!("\"{key}\":\""))? + key.len() + 4;
+    let end = line[start..].find('"')?;
+    Some(line[start..start + end].to_owned())
+}
+
+/// A second process started under a consumer name a live one holds is
+/// refused at start, with an error that says so; the first goes on.
+#[test]
+fn a_second_process_under_a_live_name_is_refused() {
+    let mut scenario = Scenario::new("name_taken");
+    let first = scenario.spawn("twin", &[]);
+    scenario.wait_for(
+        Duration::from_secs(30),
+        "the first to start",
+        |scenario| match scenario.log_lines(first, "worker started").len() {
+            0 => Err("not yet".to_owned()),
+            _ => Ok(()),
+        },
+    );
+    let second = scenario.spawn("twin", &[]);
+    scenario.workers[second].expect_running = false;
+    let status = scenario
+        .worker(second)
+        .wait_for_exit(Duration::from_secs(20));
+    assert!(!status.success(), "the second process exited with {status}");
+    let output = scenario.worker(second).output();
+    assert!(
+        output.contains("consumer name `twin` is held by another live process"),
+        "{output}"
+    );
+    assert!(scenario.log_lines(second, "worker started").is_empty());
+    scenario.worker(first).assert_running();
+    let ids = scenario.add(&[data(0, "none", 0)]);
+    scenario.wait_drained(1, Duration::from_secs(10));
+    assert_eq!(
+        scenario.record().pids_of(&ids[0]),
+        vec![scenario.pid(first)]
+    );
+    scenario.done("the second `twin` was refused at start");
+}
+
+/// Two processes with the default consumer name on one host, each PID 1
+/// of its own PID namespace (containers on the host's network), get
+/// distinct names and share the stream.
+#[test]
+fn default_names_differ_between_pid_1_processes_on_one_host() {
+    const TOTAL: usize = 200;
+    let mut scenario = Scenario::new("pid_1");
+    let wrapper = ["unshare", "--pid", "--fork", "--kill-child"];
+    let unset = [("REDIS_CONSUMER_NAME", "")];
+    let workers = [
+        scenario.spawn_wrapped(&wrapper, "pid-1-a", &unset),
+        scenario.spawn_wrapped(&wrapper, "pid-1-b", &unset),
+    ];
+    let names: Vec<String> = workers
+        .iter()
+        .map(|&index| {
+            scenario.wait_for(Duration::from_secs(30), "the worker to start", |scenario| {
+                scenario
+                    .log_lines(index, "worker started")
+                    .first()
+                    .and_then(|line| json_string(line, "consumer"))
+                    .ok_or_else(|| "not yet".to_owned())
+            })
+        })
+        .collect();
+    assert_ne!(names[0], names[1]);
+    for name in &names {
+        assert!(name.contains("-1"), "PID 1 in {name}");
+    }
+    let entries: Vec<String> = (0..TOTAL).map(|n| data(n, "none", 5)).collect();
+    scenario.add(&entries);
+    scenario.wait_drained(TOTAL, Duration::from_secs(30));
+    let record = scenario.record();
+    assert!(record.counts().values().all(|&calls| calls == 1));
+    scenario.done(format!(
+        "two PID 1 workers named {} and {}",
+        names[0], names[1]
+    ));
 }

@@ -24,6 +24,17 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// Another live process consumes under this consumer name.
+    #[error(
+        "consumer name `{name}` is held by another live process (its key `{key}` is being refreshed); \
+         give each process its own REDIS_CONSUMER_NAME, or leave it unset for a unique one"
+    )]
+    NameInUse {
+        /// The consumer name.
+        name: String,
+        /// The key that holds it.
+        key: String,
+    },
 }
 
 impl Error {
@@ -38,7 +49,7 @@ impl Error {
     pub fn is_connection(&self) -> bool {
         match self {
             Self::Redis(error) => connection_failed(error),
-            Self::Reply { .. } | Self::PasswordFile { .. } => false,
+            Self::Reply { .. } | Self::PasswordFile { .. } | Self::NameInUse { .. } => false,
         }
     }
 }

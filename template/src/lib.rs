@@ -22,6 +22,7 @@
 //! - `consumer` — the consumer group's Redis commands, on two connections;
 //!   `consumer/reply.rs` parses the replies that carry entries.
 //! - `connection` — how every part connects to Redis.
+//! - `name_lock` — one live process per consumer name.
 //! - [`entry`] — a stream entry as Redis stores it.
 //! - [`dead_letter`] — what a dead letter looks like.
 //! - [`admin`] — the operator's commands, one file each: `status`, `send`,
@@ -59,6 +60,7 @@ pub mod heartbeat;
 {%- if add_metrics %}
 pub mod metrics;
 {%- endif %}
+mod name_lock;
 pub mod observe;
 pub mod redact;
 pub mod replay;

@@ -30,7 +30,7 @@ const WORKER_NAME: &str = "{{worker_name}}";
 const REDIS_URL: &str = "{{redis_url}}";
 const STREAM: &str = "{{stream}}";
 const CONSUMER_GROUP: &str = "{{consumer_group}}";
-/// Empty: unset, so each process names itself `<host>-<pid>`.
+/// Empty: unset, so each process names itself `<host>-<pid>-<random>`.
 const CONSUMER_NAME: &str = "{{consumer_name}}";
 const BLOCK_TIMEOUT_MS: u64 = {{block_timeout}};
 
@@ -125,8 +125,9 @@ pub struct RedisSettings {
     pub stream: String,
     /// The consumer group shared by every instance of this worker.
     pub consumer_group: String,
-    /// This process's name in the group. Unset: `<host>-<pid>`, unique per
-    /// process, so scaling out is starting more processes.
+    /// This process's name in the group. Unset: `<host>-<pid>-<random>`,
+    /// unique per process, so scaling out is starting more processes. A
+    /// name a live process holds is refused at start.
     pub consumer_name: Option<String>,
     /// How long one `XREADGROUP` waits for new entries.
     #[serde(rename = "block_timeout_ms", with = "millis")]
@@ -272,11 +273,19 @@ impl RedisSettings {
         )
     }
 
-    /// The configured consumer name, or `<host>-<pid>`.
+    /// The configured consumer name, or `<host>-<pid>-<random>`: the
+    /// random part keeps it unique where host and PID are not (containers
+    /// on the host's network, each its own PID 1). Each call makes a new
+    /// one: call it once per process.
     pub fn consumer_name(&self) -> String {
         self.consumer_name.clone().unwrap_or_else(|| {
             let host = gethostname::gethostname();
-            format!("{}-{}", host.to_string_lossy(), std::process::id())
+            format!(
+                "{}-{}-{:06x}",
+                host.to_string_lossy(),
+                std::process::id(),
+                fastrand::u32(..0x100_0000)
+            )
         })
     }
 }
@@ -413,14 +422,15 @@ mod tests {
     }
 
     #[test]
-    fn the_consumer_name_defaults_to_host_and_pid() {
+    fn the_default_consumer_name_is_host_pid_and_a_random_part() {
         let mut redis = Settings::default().redis;
         redis.consumer_name = None;
-        assert!(
-            redis
-                .consumer_name()
-                .ends_with(&format!("-{}", std::process::id()))
-        );
+        let name = redis.consumer_name();
+        let (prefix, random) = name.rsplit_once('-').unwrap();
+        assert!(prefix.ends_with(&format!("-{}", std::process::id())));
+        assert_eq!(random.len(), 6);
+        // Two processes with one host name and one PID still differ.
+        assert_ne!(redis.consumer_name(), name);
     }
 
     #[test]

@@ -53,6 +53,7 @@ use crate::connection::Connector;
 use crate::consumer::{Consumer, Names, ReadAhead};
 use crate::error::Error;
 use crate::handler::Handler;
+use crate::name_lock::NameLock;
 use crate::observe::{Observer, Progress};
 use crate::retry::RetryPolicy;
 use crate::settings::{Settings, WorkerSettings};
@@ -115,6 +116,8 @@ impl StepReport {
 pub struct Worker<H> {
     handler: H,
     consumer: Consumer,
+    /// For the consumer name's lock, on a connection of its own.
+    connector: Connector,
     settings: WorkerSettings,
     policy: RetryPolicy,
     observer: Arc<dyn Observer>,
@@ -159,7 +162,8 @@ impl<H: Handler> Worker<H> {
         let now = Instant::now();
         Ok(Self {
             handler,
-            consumer: Consumer::new(connector, names, settings.redis.block_timeout),
+            consumer: Consumer::new(connector.clone(), names, settings.redis.block_timeout),
+            connector,
             settings: settings.worker.clone(),
             policy: RetryPolicy::new(&settings.worker),
             observer: Arc::new(()),
@@ -195,8 +199,13 @@ impl<H: Handler> Worker<H> {
 
     /// Runs until `shutdown` completes, then lets in-flight entries finish
     /// for up to `shutdown_timeout`, acknowledges them and returns. Redis
-    /// errors never end the run: the worker backs off and carries on.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send + 'static) {
+    /// errors never end the run: the worker backs off and carries on. The
+    /// one error returned is at start: [`Error::NameInUse`], another live
+    /// process consumes under this consumer name (see `name_lock.rs`).
+    pub async fn run(
+        mut self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
         let (trigger, stop) = shutdown::channel(self.settings.shutdown_timeout);
         self.shutdown = stop;
         let watcher = tokio::spawn(async move {
@@ -204,15 +213,36 @@ impl<H: Handler> Worker<H> {
             trigger.trigger();
         });
         let names = self.names().clone();
+        let mut backoff = Backoff::new(
+            self.settings.reconnect_backoff,
+            self.settings.reconnect_backoff_max,
+        );
+        let lock = loop {
+            match NameLock::acquire(&self.connector, &names).await {
+                Ok(lock) => break lock,
+                Err(error) if error.is_connection() => {
+                    let delay = backoff.next_delay();
+                    warn!(%error, attempt = backoff.attempts(), retry_in_ms = delay.as_millis() as u64, "Redis error; backing off");
+                    let mut stop = self.shutdown.clone();
+                    tokio::select! {
+                        _ = sleep(delay) => {}
+                        _ = stop.requested() => {
+                            watcher.abort();
+                            return Ok(());
+                        }
+                    }
+                }
+                Err(error) => {
+                    watcher.abort();
+                    return Err(error);
+                }
+            }
+        };
         info!(stream = %names.stream, group = %names.group, consumer = %names.consumer, "worker started");
         let summary = Arc::new(Summary::default());
         self.observer = Arc::new(vec![self.observer.clone(), summary.clone()]);
         let summarise = tokio::spawn(summary::log_every(summary.clone(), SUMMARY_INTERVAL));
 
-        let mut backoff = Backoff::new(
-            self.settings.reconnect_backoff,
-            self.settings.reconnect_backoff_max,
-        );
         while self.shutdown.deadline().is_none() {
             self.observer.alive();
             self.progress.mark();
@@ -245,6 +275,7 @@ impl<H: Handler> Worker<H> {
             }
         }
         self.finish().await;
+        lock.release().await;
         watcher.abort();
         summarise.abort();
         let totals = summary.totals();
@@ -254,6 +285,7 @@ impl<H: Handler> Worker<H> {
             dead_lettered = totals.dead_lettered,
             "worker stopped"
         );
+        Ok(())
     }
 
     /// Processes the entries read ahead and acknowledges what was processed,

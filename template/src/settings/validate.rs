@@ -64,7 +64,7 @@ fn core(s: &Settings) -> Result<(), Refusal> {
     if s.redis.consumer_name.as_deref() == Some("") {
         return Err(Refusal::new(
             "redis.consumer_name",
-            "must not be empty (unset it for <host>-<pid>)",
+            "must not be empty (unset it for <host>-<pid>-<random>)",
         ));
     }
     if s.worker.dead_letter_stream.as_deref() == Some(s.redis.stream.as_str()) {
