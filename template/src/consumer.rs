@@ -7,12 +7,14 @@
 //! behind a blocked read. A connection that fails is dropped and made again
 //! on next use; the caller decides how long to wait before that.
 //!
-//! A non-blocking read can also be sent ahead ([`Consumer::read_ahead`]):
-//! Redis prepares the next batch while the worker processes this one.
+//! A non-blocking read can also be sent ahead ([`Consumer::read_ahead`],
+//! in `consumer/read_ahead.rs`): Redis prepares the next batch while the
+//! worker processes this one.
 //!
 //! The replies that carry entries are parsed in [`reply`]; the others use
 //! redis-rs's typed replies.
 
+mod read_ahead;
 pub(crate) mod reply;
 
 use std::time::Duration;
@@ -20,9 +22,9 @@ use std::time::Duration;
 use redis::Value;
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamInfoConsumersReply, StreamPendingCountReply};
-use tokio::task::JoinHandle;
 
-use self::reply::{parse_autoclaim, parse_entries, parse_read, unexpected};
+pub use self::read_ahead::ReadAhead;
+use self::reply::{parse_autoclaim, parse_entries, parse_read};
 use crate::connection::Connector;
 use crate::dead_letter::DeadLetter;
 use crate::entry::Entry;
@@ -76,43 +78,6 @@ pub struct Names {
     pub consumer: String,
     /// Where dead letters go.
     pub dead_letter_stream: String,
-}
-
-/// A read of new entries sent ahead, its reply not yet taken; see
-/// [`Consumer::read_ahead`].
-#[derive(Debug)]
-pub struct ReadAhead(AheadState);
-
-#[derive(Debug)]
-enum AheadState {
-    Sent(JoinHandle<Result<Vec<Delivery>, Error>>),
-    Arrived(Result<Vec<Delivery>, Error>),
-}
-
-impl ReadAhead {
-    /// The IDs of the entries read ahead, once the reply has arrived
-    /// (never waiting for it): they are this consumer's from then on, and
-    /// the heartbeat keeps them so while they wait.
-    pub async fn arrived_ids(&mut self) -> Vec<String> {
-        if let AheadState::Sent(handle) = &mut self.0
-            && handle.is_finished()
-        {
-            let result = handle
-                .await
-                .unwrap_or_else(|failed| Err(unexpected("XREADGROUP", failed.to_string())));
-            self.0 = AheadState::Arrived(result);
-        }
-        match &self.0 {
-            AheadState::Arrived(Ok(deliveries)) => deliveries
-                .iter()
-                .map(|delivery| match delivery {
-                    Delivery::Entry(entry) => entry.id.clone(),
-                    Delivery::Deleted(id) => id.clone(),
-                })
-                .collect(),
-            _ => Vec::new(),
-        }
-    }
 }
 
 struct Connections {
@@ -286,30 +251,6 @@ impl Consumer {
     /// for the answer to a later command, so the next command connects anew.
     pub fn abandon_read(&mut self) {
         self.connections = None;
-    }
-
-    /// Sends a read of up to `count` new entries, without blocking, and
-    /// returns at once; [`Consumer::take`] gives its entries. Those entries
-    /// are delivered to this consumer as soon as Redis runs the read, so the
-    /// reply must be taken: left untaken, they stay in this consumer's
-    /// pending list until a replay or a claim. `None` when not connected.
-    pub fn read_ahead(&mut self, count: usize) -> Option<ReadAhead> {
-        let cmd = self.read_group(count, None, ">");
-        let mut reader = self.connections.as_ref()?.reader.clone();
-        Some(ReadAhead(AheadState::Sent(tokio::spawn(async move {
-            parse_read(cmd.query_async(&mut reader).await?)
-        }))))
-    }
-
-    /// The entries of a read sent ahead, waiting for its reply if need be.
-    pub async fn take(&mut self, read: ReadAhead) -> Result<Vec<Delivery>, Error> {
-        let result = match read.0 {
-            AheadState::Sent(handle) => handle
-                .await
-                .unwrap_or_else(|failed| Err(unexpected("XREADGROUP", failed.to_string()))),
-            AheadState::Arrived(result) => result,
-        };
-        self.check(result)
     }
 
     fn read_group(&self, count: usize, block: Option<u64>, id: &str) -> redis::Cmd {
