@@ -232,6 +232,18 @@ impl Consumer {
         }
     }
 
+    /// Adds this consumer to the group (`XGROUP CREATECONSUMER`; nothing if
+    /// it is there). Reads create it too, but only once they return an
+    /// entry: this lists a fresh worker in `XINFO CONSUMERS` at once.
+    pub async fn create_consumer(&mut self) -> Result<(), Error> {
+        let mut cmd = redis::cmd("XGROUP");
+        cmd.arg("CREATECONSUMER")
+            .arg(&self.names.stream)
+            .arg(&self.names.group)
+            .arg(&self.names.consumer);
+        self.command::<Value>(&cmd).await.map(drop)
+    }
+
     /// Up to `count` entries never delivered to the group, waiting up to
     /// `block` (at most the configured block time, at least 1 ms) for the
     /// first.

@@ -79,8 +79,16 @@ impl NameLock {
         let give_up = Instant::now() + TTL + REFRESH;
         let mut last_look: Option<(Option<String>, i64, Instant)> = None;
         loop {
-            if take(&mut connection, &key, &token).await? {
-                break;
+            match take(&mut connection, &key, &token).await {
+                Ok(true) => break,
+                Ok(false) => {}
+                // The name cannot be held, nor can anyone else take it: go
+                // on, and let the refresh take the key once Redis accepts it.
+                Err(Error::Redis(error)) if error.code() == Some("OOM") => {
+                    warn!(consumer = %names.consumer, %key, "Redis is at maxmemory: going on without holding the consumer name until it accepts the key");
+                    break;
+                }
+                Err(error) => return Err(error),
             }
             let (holder, ttl_ms): (Option<String>, i64) = redis::pipe()
                 .cmd("GET")

@@ -350,6 +350,15 @@ impl<H: Handler> Worker<H> {
             if self.consumer.ensure_group(&start).await? {
                 info!(group = %self.names().group, stream = %self.names().stream, start_id = %start, "consumer group created");
             }
+            // Cosmetic: a refusal (maxmemory, an ACL) only means the
+            // consumer is listed from its first entry on.
+            match self.consumer.create_consumer().await {
+                Ok(()) => {}
+                Err(error) if error.is_connection() || error.is_no_group() => return Err(error),
+                Err(error) => {
+                    debug!(%error, "cannot add this consumer to the group before its first entry")
+                }
+            }
             self.group_ready = true;
             return Ok(StepReport::default());
         }
