@@ -49,8 +49,8 @@ pub enum Delivery {
 pub struct AutoClaimed {
     /// Where the next page starts; `0-0` when the pending list was walked.
     pub next_cursor: String,
-    /// Entries now owned by this consumer.
-    pub entries: Vec<Entry>,
+    /// Entries now owned by this consumer, not yet delivered to it.
+    pub ids: Vec<String>,
     /// IDs that were pending but deleted from the stream; Redis removed them
     /// from the pending list.
     pub deleted: Vec<String>,
@@ -281,7 +281,8 @@ impl Consumer {
 
     /// Takes over up to `count` entries idle for `min_idle` or longer, from
     /// any consumer of the group, starting the walk of the pending list at
-    /// `cursor`.
+    /// `cursor`. Only their IDs (`JUSTID`): no delivery is counted yet, so
+    /// the worker can deliver them one at a time if need be.
     pub async fn autoclaim(
         &mut self,
         min_idle: Duration,
@@ -295,7 +296,8 @@ impl Consumer {
             .arg(millis(min_idle))
             .arg(cursor)
             .arg("COUNT")
-            .arg(count);
+            .arg(count)
+            .arg("JUSTID");
         let reply: Value = self.command(&cmd).await?;
         parse_autoclaim(reply)
     }

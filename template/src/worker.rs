@@ -15,6 +15,8 @@
 //!    that run;
 //! 2. entries of dead consumers, idle longer than `claim_idle`, every
 //!    `claim_interval` (`XAUTOCLAIM`, walking the whole pending list);
+//!    those delivered more than once are processed one at a time, like a
+//!    replay;
 //! 3. this consumer's own failures whose retry delay has passed (`XPENDING`
 //!    for this consumer, then `XCLAIM` to itself, which counts a delivery);
 //! 4. new entries (`XREADGROUP ... >`, blocking up to `block_timeout`).
@@ -373,7 +375,9 @@ impl<H: Handler> Worker<H> {
             report.source = Source::Replay;
             return Ok(report);
         } else if now >= self.next_claim {
-            (Source::Claim, self.claim_from_dead_consumers(now).await?)
+            let mut report = self.claim_from_dead_consumers(now).await?;
+            report.source = Source::Claim;
+            return Ok(report);
         } else if self.own_failures && now >= self.next_retry_scan {
             self.next_retry_scan = now + self.policy.min_delay().min(Duration::from_secs(1));
             (Source::Retry, self.due_retries().await?)
