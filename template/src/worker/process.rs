@@ -9,7 +9,6 @@
 //! of `claim_idle`, so no other consumer takes over the entries of a live
 //! worker, however long they take.
 
-use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
@@ -24,15 +23,19 @@ use crate::dead_letter::DeadLetter;
 use crate::entry::Entry;
 use crate::error::Error;
 use crate::handler::{Handler, ProcessError};
-use crate::observe::Outcome;
+use crate::observe::{Observer, Outcome, Progress};
 use crate::replay;
-use crate::retry::{Decision, GiveUp};
+use crate::retry::{Decision, GiveUp, RetryPolicy};
 
 /// How long a finished entry may wait for its acknowledgement while the
 /// rest of its batch is still running: long enough that a fast batch is
 /// acknowledged with one `XACK`, short enough that a slow entry holds back
 /// nothing.
 const ACK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// An entry whose call ended: its position in the batch, the entry, its
+/// delivery count, the result and how long the call took.
+type Finished = (usize, Entry, u64, Result<(), ProcessError>, Duration);
 
 impl<H: Handler> Worker<H> {
     /// Runs the handler on every entry, `concurrency` at a time, and sorts
@@ -74,14 +77,16 @@ impl<H: Handler> Worker<H> {
         }
 
         report.processed = work.len();
-        let mut unfinished: HashSet<String> =
-            work.iter().map(|(entry, _)| entry.id.clone()).collect();
+        let unfinished = work
+            .iter()
+            .map(|(entry, _)| Some(entry.id.clone()))
+            .collect();
         self.observer
             .in_flight(work.len().min(self.settings.concurrency));
         let handler = &self.handler;
         let limit = self.settings.process_timeout;
-        let mut outcomes = futures_util::stream::iter(work)
-            .map(|(entry, deliveries)| async move {
+        let mut outcomes = futures_util::stream::iter(work.into_iter().enumerate())
+            .map(|(position, (entry, deliveries))| async move {
                 let span = info_span!("message", id = %entry.id, deliveries);
                 let started = std::time::Instant::now();
                 let call = AssertUnwindSafe(handler.handle(&entry))
@@ -95,7 +100,7 @@ impl<H: Handler> Worker<H> {
                         limit.as_millis()
                     ))),
                 };
-                (entry, deliveries, result, started.elapsed())
+                (position, entry, deliveries, result, started.elapsed())
             })
             .buffer_unordered(self.settings.concurrency);
 
@@ -103,10 +108,31 @@ impl<H: Handler> Worker<H> {
         let mut remaining = report.processed;
         let heartbeat_every = (self.settings.claim_idle / 4).max(Duration::from_millis(1));
         let mut next_heartbeat = Instant::now() + heartbeat_every;
-        let mut next_flush: Option<Instant> = None;
+        let mut batch = Batch {
+            unfinished,
+            next_flush: None,
+            report,
+        };
         while remaining > 0 {
             let deadline = shutdown.deadline();
-            let tick = next_flush.map_or(next_heartbeat, |at| at.min(next_heartbeat));
+            // Most outcomes are ready at once: take them without setting up
+            // the timers below.
+            if let Some(next) = outcomes.next().now_or_never() {
+                let Some(outcome) = next else { break };
+                remaining -= 1;
+                finished(
+                    &mut self.ledger,
+                    &self.policy,
+                    &*self.observer,
+                    &self.progress,
+                    outcome,
+                    &mut batch,
+                );
+                continue;
+            }
+            let tick = batch
+                .next_flush
+                .map_or(next_heartbeat, |at| at.min(next_heartbeat));
             let next = tokio::select! {
                 biased;
                 next = outcomes.next() => next,
@@ -117,7 +143,7 @@ impl<H: Handler> Worker<H> {
                     let now = Instant::now();
                     if now >= next_heartbeat {
                         next_heartbeat = now + heartbeat_every;
-                        let mut held: Vec<String> = unfinished.iter().cloned().collect();
+                        let mut held: Vec<String> = batch.unfinished.iter().flatten().cloned().collect();
                         if let Some(read) = self.read_ahead.as_mut() {
                             held.extend(read.arrived_ids().await);
                         }
@@ -125,8 +151,8 @@ impl<H: Handler> Worker<H> {
                             warn!(%error, "heartbeat of the entries in flight failed; another consumer may take them over");
                         }
                     }
-                    if next_flush.is_some_and(|at| now >= at) {
-                        next_flush = None;
+                    if batch.next_flush.is_some_and(|at| now >= at) {
+                        batch.next_flush = None;
                         if let Err(error) = self.ledger.record(&mut self.consumer, &*self.observer).await {
                             debug!(%error, "cannot record finished entries yet; the end of the step retries");
                         }
@@ -134,27 +160,21 @@ impl<H: Handler> Worker<H> {
                     continue;
                 }
             };
-            let Some((entry, deliveries, result, elapsed)) = next else {
+            let Some(outcome) = next else {
                 break;
             };
             remaining -= 1;
-            self.progress.mark();
-            unfinished.remove(entry.id.as_str());
-            let decision = self.policy.after(deliveries, &result);
-            let outcome = carry_out(
+            finished(
                 &mut self.ledger,
-                entry,
-                deliveries,
-                decision,
-                result.err(),
-                &mut report,
+                &self.policy,
+                &*self.observer,
+                &self.progress,
+                outcome,
+                &mut batch,
             );
-            self.observer.processed(outcome, elapsed);
-            if next_flush.is_none() {
-                next_flush = Some(Instant::now() + ACK_INTERVAL);
-            }
         }
         self.observer.in_flight(0);
+        let mut report = batch.report;
         if remaining > 0 {
             warn!(
                 unfinished = remaining,
@@ -170,6 +190,45 @@ impl<H: Handler> Worker<H> {
         self.ledger
             .record(&mut self.consumer, &*self.observer)
             .await
+    }
+}
+
+/// A batch's bookkeeping while its calls run.
+struct Batch {
+    /// The IDs of entries not yet finished, by position: the heartbeat's
+    /// list, cheap to update per entry.
+    unfinished: Vec<Option<String>>,
+    /// When to record what finished, once something did.
+    next_flush: Option<Instant>,
+    report: StepReport,
+}
+
+/// Carries out the policy's decision on an entry whose call ended, and
+/// schedules the recording of it within [`ACK_INTERVAL`].
+fn finished(
+    ledger: &mut Ledger,
+    policy: &RetryPolicy,
+    observer: &dyn Observer,
+    progress: &Progress,
+    (position, entry, deliveries, result, elapsed): Finished,
+    batch: &mut Batch,
+) {
+    progress.mark();
+    if let Some(slot) = batch.unfinished.get_mut(position) {
+        *slot = None;
+    }
+    let decision = policy.after(deliveries, &result);
+    let outcome = carry_out(
+        ledger,
+        entry,
+        deliveries,
+        decision,
+        result.err(),
+        &mut batch.report,
+    );
+    observer.processed(outcome, elapsed);
+    if batch.next_flush.is_none() {
+        batch.next_flush = Some(Instant::now() + ACK_INTERVAL);
     }
 }
 
