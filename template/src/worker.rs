@@ -111,6 +111,7 @@ impl StepReport {
         self.dead_lettered += other.dead_lettered;
         self.deleted += other.deleted;
         self.abandoned += other.abandoned;
+        self.skipped += other.skipped;
     }
 }
 
