@@ -33,6 +33,7 @@ fn worker_rule() -> Vec<String> {
         .find(|line| line.starts_with("ACL SETUSER {{worker_name}} on"))
         .expect("the README gives the worker's ACL rule");
     line.replace("{{worker_name}}", USER)
+        .replace("{{stream_slot_prefix}}", &format!("{{{STREAM}}}"))
         .replace("{{stream}}", STREAM)
         .replace(">PASSWORD", &format!(">{PASSWORD}"))
         .split_whitespace()

@@ -248,7 +248,20 @@ impl Scenario {
     /// Starts a worker called `consumer` with the scenario's names, JSON
     /// logs, the record file and `env` on top; returns its index.
     fn spawn(&mut self, consumer: &str, env: &[(&str, &str)]) -> usize {
-        let mut command = Command::new(worker_binary());
+        self.spawn_wrapped(&[], consumer, env)
+    }
+
+    /// [`Scenario::spawn`], the worker started by the command `wrapper`
+    /// (its program and arguments, the worker's path appended) if any.
+    fn spawn_wrapped(&mut self, wrapper: &[&str], consumer: &str, env: &[(&str, &str)]) -> usize {
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(worker_binary());
+                command
+            }
+            None => Command::new(worker_binary()),
+        };
         command.current_dir(self.dir.as_ref().unwrap().path());
         scrub_env(&mut command);
         command
@@ -1320,5 +1333,646 @@ fn worker_started_before_redis_waits_and_then_consumes() {
         backoffs.len(),
         ids.len(),
         consumed_in.as_secs_f64()
+    ));
+}
+
+// ---------------------------------------------------------------------------
+// 12. Business logic that hangs, crawls or crashes
+// ---------------------------------------------------------------------------
+
+/// Settings of the scenarios below: the retry settings, calls bounded to
+/// 300 ms.
+const HOSTILE_SETTINGS: &[(&str, &str)] = &[
+    ("WORKER_MAX_DELIVERIES", "3"),
+    ("WORKER_RETRY_BACKOFF_MS", "50"),
+    ("WORKER_RETRY_BACKOFF_MAX_MS", "200"),
+    ("WORKER_BATCH_SIZE", "50"),
+    ("WORKER_PROCESS_TIMEOUT_MS", "300"),
+];
+
+/// Calls that never return are dropped after `process_timeout_ms` and count
+/// as retryable failures: the hanging entries are dead-lettered after three
+/// deliveries with the timeout as their reason, every neighbour is
+/// processed once, and the worker goes on reading.
+#[test]
+fn hanging_logic_times_out_and_the_worker_goes_on() {
+    const TOTAL: usize = 100;
+    let mut scenario = Scenario::new("hang");
+    scenario.spawn("w1", HOSTILE_SETTINGS);
+    let (hanging, fine) = add_with_faults(&scenario, TOTAL, 25, "hang");
+    wait_dead_letters_and_drained(&mut scenario, hanging.len(), TOTAL);
+    assert_dead_lettered_after_three(&scenario, &hanging, &fine, "timed out after 300 ms");
+    let more = scenario.add(&[data(TOTAL, "none", 0)]);
+    scenario.wait_drained(TOTAL + 1, Duration::from_secs(10));
+    assert_eq!(scenario.record().counts().get(more[0].as_str()), Some(&1));
+    scenario.done(format!(
+        "{} hanging entries timed out three times and were dead-lettered",
+        hanging.len()
+    ));
+}
+
+/// Entries are acknowledged as they finish: one slow entry of a batch holds
+/// back only its own acknowledgement, not its 49 neighbours'.
+#[test]
+fn entries_are_acknowledged_as_they_finish() {
+    const TOTAL: usize = 50;
+    const SLOW_MS: u64 = 10_000;
+    let mut scenario = Scenario::new("ack_as_finished");
+    scenario.spawn(
+        "w1",
+        &[("WORKER_BATCH_SIZE", "50"), ("WORKER_CONCURRENCY", "8")],
+    );
+    let mut entries = vec![data(0, "none", SLOW_MS)];
+    entries.extend((1..TOTAL).map(|n| data(n, "none", 0)));
+    let ids = scenario.add_atomically(&entries);
+    scenario.wait_for(
+        Duration::from_secs(30),
+        "the batch read",
+        |scenario| match scenario.group() {
+            Some(group) if group.entries_read.is_some_and(|read| read >= TOTAL) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    // Well before the slow entry finishes, only it is pending.
+    let pending = scenario.wait_for(
+        Duration::from_millis(SLOW_MS / 2),
+        "every entry but the slow one acknowledged",
+        |scenario| match scenario.pending_ids(None) {
+            pending if pending.len() == 1 => Ok(pending),
+            pending => Err(format!("{} pending", pending.len())),
+        },
+    );
+    assert_eq!(
+        pending.into_iter().collect::<Vec<_>>(),
+        vec![ids[0].clone()]
+    );
+    scenario.wait_drained(TOTAL, Duration::from_secs(30));
+    scenario.done("49 entries acknowledged while the slow one ran");
+}
+
+/// A dead-letter write that fails (here the dead-letter key holds a string:
+/// `WRONGTYPE`, as a maxmemory or ACL refusal would) holds back nothing but
+/// its own entry: the successful entries are acknowledged, the permanent
+/// failure stays pending, and is dead-lettered once Redis accepts it.
+#[test]
+fn failing_dead_letter_writes_hold_back_only_their_entry() {
+    const TOTAL: usize = 20;
+    let mut scenario = Scenario::new("dlq_refused");
+    let dlq = scenario.dead_letter_stream();
+    let _: () = redis::cmd("SET")
+        .arg(&dlq)
+        .arg("not a stream")
+        .query(&mut scenario.redis().connect())
+        .unwrap();
+    scenario.spawn("w1", HOSTILE_SETTINGS);
+    let (refused, _fine) = add_with_faults(&scenario, TOTAL, TOTAL, "permanent");
+    let pending = scenario.wait_for(
+        Duration::from_secs(30),
+        "every entry but the permanent failure acknowledged",
+        |scenario| match scenario.group() {
+            Some(group) if group.entries_read.is_some_and(|read| read >= TOTAL) => {
+                match scenario.pending_ids(None) {
+                    pending if pending.len() == 1 => Ok(pending),
+                    pending => Err(format!("{} pending", pending.len())),
+                }
+            }
+            other => Err(format!("{other:?}")),
+        },
+    );
+    assert_eq!(pending.into_iter().collect::<Vec<_>>(), refused);
+    let _: () = redis::cmd("DEL")
+        .arg(&dlq)
+        .query(&mut scenario.redis().connect())
+        .unwrap();
+    wait_dead_letters_and_drained(&mut scenario, 1, TOTAL);
+    let letters = scenario.dead_letters();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].original_id, refused[0]);
+    scenario.done("19 entries acknowledged while the dead-letter write failed");
+}
+
+/// A live worker keeps its entries however long they take: with calls of
+/// 3 s and a `claim_idle_ms` of 1 s, a second worker scanning for idle
+/// entries every 200 ms takes none of them over, and every entry is
+/// processed once, by the worker that read it.
+#[test]
+fn slow_but_live_workers_keep_their_entries() {
+    const TOTAL: usize = 8;
+    let mut scenario = Scenario::new("slow_live");
+    let settings = [
+        ("WORKER_CLAIM_IDLE_MS", "1000"),
+        ("WORKER_CLAIM_INTERVAL_MS", "200"),
+        ("WORKER_PROCESS_TIMEOUT_MS", "10000"),
+        ("WORKER_CONCURRENCY", "4"),
+    ];
+    let first = scenario.spawn("w1", &settings);
+    let entries: Vec<String> = (0..TOTAL).map(|n| data(n, "none", 3_000)).collect();
+    let ids = scenario.add_atomically(&entries);
+    scenario.wait_for(
+        Duration::from_secs(30),
+        "w1 to hold every entry",
+        |scenario| {
+            if scenario.group().is_none() {
+                return Err("no group yet".to_owned());
+            }
+            match scenario.pending_by_consumer().get("w1") {
+                Some(&held) if held == TOTAL => Ok(()),
+                other => Err(format!("w1 holds {other:?}")),
+            }
+        },
+    );
+    let second = scenario.spawn("w2", &settings);
+    scenario.wait_drained(TOTAL, Duration::from_secs(30));
+    let record = scenario.record();
+    let first_pid = scenario.pid(first);
+    for id in &ids {
+        assert_eq!(record.pids_of(id), vec![first_pid], "calls for {id}");
+    }
+    assert!(
+        scenario.log_lines(second, "took over entries").is_empty(),
+        "w2 took over entries of a live worker"
+    );
+    assert_eq!(scenario.redis().xlen(&scenario.dead_letter_stream()), 0);
+    scenario.done("8 entries of 3 s each kept by their live worker against claim_idle 1 s");
+}
+
+/// The retry delay counts from the failure: an entry that fails after
+/// 2 s, with a 2 s backoff, is called again no sooner than 2 s after that
+/// failure (counted from its delivery it would be due at once).
+#[test]
+fn retry_backoff_counts_from_the_failure() {
+    let mut scenario = Scenario::new("backoff_from_failure");
+    scenario.spawn(
+        "w1",
+        &[
+            ("WORKER_RETRY_BACKOFF_MS", "2000"),
+            ("WORKER_RETRY_BACKOFF_MAX_MS", "2000"),
+            ("WORKER_PROCESS_TIMEOUT_MS", "10000"),
+        ],
+    );
+    scenario.add(&[data(0, "times:1", 2_000)]);
+    let record = scenario.record.clone();
+    scenario.wait_for(
+        Duration::from_secs(30),
+        "the first call",
+        |_| match Record::count_lines(&record) {
+            0 => Err("no call yet".to_owned()),
+            _ => Ok(()),
+        },
+    );
+    let failed = Instant::now();
+    scenario.wait_for(
+        Duration::from_secs(30),
+        "the second call",
+        |_| match Record::count_lines(&record) {
+            2.. => Ok(()),
+            calls => Err(format!("{calls} calls")),
+        },
+    );
+    let gap = failed.elapsed();
+    // The retry waits 2 s from the failure, then its call takes 2 s.
+    assert!(
+        gap >= Duration::from_millis(3_800),
+        "the second call ended {gap:?} after the failure"
+    );
+    scenario.wait_drained(1, Duration::from_secs(10));
+    scenario.done(format!("retried {gap:?} after the failure"));
+}
+
+/// An entry that kills the process on every delivery (`abort`, as an OOM
+/// kill or a segfault in a C library would) is dead-lettered alone: the
+/// worker runs under a restart loop, as a supervisor would run it, and
+/// after `max_deliveries` crashes only that entry is in the dead-letter
+/// stream; every other entry of its batch is processed and acknowledged.
+#[test]
+fn an_entry_that_kills_the_process_is_dead_lettered_alone() {
+    let settings = [
+        ("WORKER_MAX_DELIVERIES", "3"),
+        ("WORKER_BATCH_SIZE", "100"),
+        ("WORKER_CONCURRENCY", "16"),
+    ];
+    crash_isolation("crash_isolation", "w1", &settings, 3);
+}
+
+/// The same with the default consumer name: every restart has a new name,
+/// so what the dead runs left is taken over (`claim_idle_ms` later), not
+/// replayed. An entry taken over a second time is processed alone; the
+/// crashing one is dead-lettered alone after four starts.
+#[test]
+fn an_entry_that_kills_the_process_is_dead_lettered_alone_when_taken_over() {
+    let settings = [
+        ("WORKER_MAX_DELIVERIES", "3"),
+        ("WORKER_BATCH_SIZE", "100"),
+        ("WORKER_CONCURRENCY", "16"),
+        ("WORKER_CLAIM_IDLE_MS", "300"),
+        ("WORKER_CLAIM_INTERVAL_MS", "100"),
+        ("WORKER_DELETE_IDLE_CONSUMERS_MS", "300"),
+    ];
+    crash_isolation("crash_isolation_claimed", "", &settings, 3);
+}
+
+/// Runs the worker called `consumer` (empty: the default name) under a
+/// restart loop over 100 entries, one of which aborts the process; checks
+/// that only that one is dead-lettered, after `crashes` crashes, and that
+/// every other entry was processed and acknowledged.
+fn crash_isolation(name: &'static str, consumer: &str, settings: &[(&str, &str)], crashes: usize) {
+    const TOTAL: usize = 100;
+    const CRASHING: usize = 50;
+    let mut scenario = Scenario::new(name);
+    let mut settings = settings.to_vec();
+    if consumer.is_empty() {
+        settings.push(("REDIS_CONSUMER_NAME", ""));
+    }
+    let entries: Vec<String> = (0..TOTAL)
+        .map(|n| data(n, if n == CRASHING { "abort" } else { "none" }, 0))
+        .collect();
+    // Added before the first start: one batch holds them all.
+    let ids = scenario.add(&entries);
+    let expected_crashes = crashes;
+    let mut crashes = 0;
+    loop {
+        let label = format!("run-{crashes}");
+        let index = if consumer.is_empty() {
+            scenario.spawn(&label, &settings)
+        } else {
+            scenario.spawn(consumer, &settings)
+        };
+        let crashed = wait_until(
+            Duration::from_secs(60),
+            "the worker to crash or drain the stream",
+            || {
+                if let Some(status) = scenario.worker(index).try_status() {
+                    return Ok(Some(status));
+                }
+                match scenario.group() {
+                    Some(group)
+                        if group.pending == 0
+                            && group.lag == Some(0)
+                            && group.entries_read.is_some_and(|read| read >= TOTAL) =>
+                    {
+                        Ok(None)
+                    }
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        );
+        match crashed {
+            Some(status) => {
+                scenario.workers[index].expect_running = false;
+                crashes += 1;
+                assert!(
+                    crashes <= 5,
+                    "still crashing after {crashes} starts: {status}"
+                );
+            }
+            None => break,
+        }
+    }
+    scenario.assert_all_acknowledged();
+    let letters = scenario.dead_letters();
+    let originals: Vec<&str> = letters.iter().map(|l| l.original_id.as_str()).collect();
+    assert_eq!(originals, vec![ids[CRASHING].as_str()], "dead letters");
+    assert_eq!(crashes, expected_crashes, "one crash per allowed delivery");
+    let record = scenario.record();
+    let counts = record.counts();
+    assert_eq!(counts.get(ids[CRASHING].as_str()), Some(&3));
+    for (n, id) in ids.iter().enumerate().filter(|(n, _)| *n != CRASHING) {
+        assert!(
+            counts.contains_key(id.as_str()),
+            "entry {n} never processed"
+        );
+    }
+    scenario.done(format!(
+        "{crashes} crashes; the crashing entry dead-lettered alone, {} others processed",
+        TOTAL - 1
+    ));
+}
+
+/// Removing idle consumers is housekeeping: when it fails (here the
+/// worker's ACL user may not run `XINFO`), the entries just taken over from
+/// a dead consumer are still processed, once each, and acknowledged.
+#[test]
+fn a_failing_idle_consumer_removal_drops_no_claimed_entry() {
+    const TOTAL: usize = 20;
+    let mut scenario = Scenario::new("removal_refused");
+    let mut redis = scenario.redis().connect();
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("worker")
+        .arg("on")
+        .arg(">secret")
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .arg("-xinfo")
+        .query(&mut redis)
+        .unwrap();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&scenario.stream)
+        .arg(&scenario.group)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query(&mut redis)
+        .unwrap();
+    let entries: Vec<String> = (0..TOTAL).map(|n| data(n, "none", 0)).collect();
+    let ids = scenario.add(&entries);
+    // A consumer that read them all and died.
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(&scenario.group)
+        .arg("dead")
+        .arg("COUNT")
+        .arg(TOTAL)
+        .arg("STREAMS")
+        .arg(&scenario.stream)
+        .arg(">")
+        .query(&mut redis)
+        .unwrap();
+    scenario.url = format!(
+        "redis://worker:secret@127.0.0.1:{}",
+        scenario.redis().port()
+    );
+    let worker = scenario.spawn(
+        "w1",
+        &[
+            ("WORKER_CLAIM_IDLE_MS", "500"),
+            ("WORKER_CLAIM_INTERVAL_MS", "100"),
+            ("WORKER_DELETE_IDLE_CONSUMERS_MS", "500"),
+        ],
+    );
+    scenario.wait_drained(TOTAL, Duration::from_secs(20));
+    scenario.assert_all_acknowledged();
+    let record = scenario.record();
+    let counts = record.counts();
+    for id in &ids {
+        assert_eq!(counts.get(id.as_str()), Some(&1), "calls for {id}");
+    }
+    assert!(
+        !scenario
+            .log_lines(worker, "cannot remove idle consumers")
+            .is_empty(),
+        "the removal was tried and failed"
+    );
+    scenario.done("20 entries taken over and processed while the removal failed");
+}
+
+/// The status code and body of `GET path` on 127.0.0.1:`port`.
+fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|error| format!("connect {addr}: {error}"))?;
+    let timeout = Some(Duration::from_secs(5));
+    stream.set_read_timeout(timeout).unwrap();
+    stream.set_write_timeout(timeout).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|error| format!("send GET {path}: {error}"))?;
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .map_err(|error| format!("read the answer to GET {path}: {error}"))?;
+    let response = String::from_utf8_lossy(&response);
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no end of headers in {response:?}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("no status in {head:?}"))?;
+    Ok((status, body.to_owned()))
+}
+
+/// A handler that blocks its thread freezes the loop where no timeout can
+/// reach it: `/healthz` answers 200 until the loop has made no progress for
+/// longer than the processing timeout plus its margin (17 s here), then
+/// 503, so a liveness probe restarts the worker.
+#[test]
+fn a_frozen_loop_turns_healthz_unhealthy() {
+    let mut scenario = Scenario::new("frozen");
+    let port = unused_port();
+    let addr = format!("127.0.0.1:{port}");
+    scenario.spawn(
+        "w1",
+        &[
+            ("METRICS_ADDR", addr.as_str()),
+            ("WORKER_PROCESS_TIMEOUT_MS", "500"),
+            ("WORKER_RECONNECT_BACKOFF_MAX_MS", "500"),
+        ],
+    );
+    scenario.wait_for(
+        Duration::from_secs(30),
+        "/healthz 200",
+        |_| match http_get(port, "/healthz") {
+            Ok((200, _)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    scenario.add(&[data(0, "block", 0)]);
+    let record = scenario.record.clone();
+    scenario.wait_for(
+        Duration::from_secs(30),
+        "the blocking call",
+        |_| match Record::count_lines(&record) {
+            0 => Err("no call yet".to_owned()),
+            _ => Ok(()),
+        },
+    );
+    let blocked = Instant::now();
+    assert_eq!(
+        http_get(port, "/healthz").map(|(status, _)| status),
+        Ok(200)
+    );
+    let body = scenario.wait_for(Duration::from_secs(60), "/healthz 503", |_| match http_get(
+        port, "/healthz",
+    ) {
+        Ok((503, body)) => Ok(body),
+        other => Err(format!("{other:?}")),
+    });
+    let after = blocked.elapsed();
+    assert!(
+        after >= Duration::from_secs(15),
+        "unhealthy {after:?} after the block"
+    );
+    assert!(body.contains("no progress"), "{body}");
+    scenario.done(format!("/healthz 503 {after:?} after the loop froze"));
+}
+
+/// A group destroyed under a running worker (`XGROUP DESTROY`; the stream
+/// and its entries stay) is recreated at the last entry the worker read:
+/// with `group_start_id` `0` the 100 entries already done are not replayed,
+/// and the entries added after the loss are processed.
+#[test]
+fn a_lost_group_comes_back_where_the_worker_left_off() {
+    let mut scenario = Scenario::new("group_lost");
+    let worker = scenario.spawn("w1", &[("WORKER_GROUP_START_ID", "0")]);
+    let first: Vec<String> = (0..100).map(|n| data(n, "none", 0)).collect();
+    let first_ids = scenario.add(&first);
+    scenario.wait_drained(100, Duration::from_secs(30));
+    let destroyed: usize = redis::cmd("XGROUP")
+        .arg("DESTROY")
+        .arg(&scenario.stream)
+        .arg(&scenario.group)
+        .query(&mut scenario.redis().connect())
+        .unwrap();
+    assert_eq!(destroyed, 1);
+    let second: Vec<String> = (100..150).map(|n| data(n, "none", 0)).collect();
+    let second_ids = scenario.add(&second);
+    let record = scenario.record.clone();
+    scenario.wait_for(
+        Duration::from_secs(30),
+        "the entries added after the loss",
+        |scenario| {
+            let created = scenario.log_lines(worker, "consumer group created").len();
+            match (created, scenario.group()) {
+                (2.., Some(group))
+                    if group.pending == 0
+                        && group.lag == Some(0)
+                        && Record::count_lines(&record) >= 150 =>
+                {
+                    Ok(())
+                }
+                (created, group) => Err(format!(
+                    "created {created} time(s), {} calls, {group:?}",
+                    Record::count_lines(&record)
+                )),
+            }
+        },
+    );
+    let record = scenario.record();
+    let counts = record.counts();
+    for id in first_ids.iter().chain(&second_ids) {
+        assert_eq!(counts.get(id.as_str()), Some(&1), "calls for {id}");
+    }
+    assert_eq!(record.calls.len(), 150);
+    scenario.done("group recreated at the last entry read; nothing replayed, nothing skipped");
+}
+
+/// A start against a Redis at its `maxmemory` (writes that allocate are
+/// refused) where the group exists writes nothing to check it, and
+/// consumes: reading and acknowledging work at `maxmemory`.
+#[test]
+fn a_start_at_maxmemory_with_an_existing_group_consumes() {
+    const TOTAL: usize = 20;
+    let mut scenario = Scenario::new("maxmemory_start");
+    let mut redis = scenario.redis().connect();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&scenario.stream)
+        .arg(&scenario.group)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query(&mut redis)
+        .unwrap();
+    let entries: Vec<String> = (0..TOTAL).map(|n| data(n, "none", 0)).collect();
+    let ids = scenario.add(&entries);
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("1")
+        .query(&mut redis)
+        .unwrap();
+    let refused: redis::RedisResult<()> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&scenario.stream)
+        .arg("another-group")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query(&mut redis);
+    assert!(
+        refused.is_err_and(|error| error.code() == Some("OOM")),
+        "Redis must refuse writes that allocate"
+    );
+    scenario.spawn("w1", &[]);
+    scenario.wait_drained(TOTAL, Duration::from_secs(30));
+    let counts = scenario.record().counts().len();
+    assert_eq!(counts, ids.len());
+    scenario.done("20 entries consumed at maxmemory");
+}
+
+/// The string after `"key":` in a JSON log line.
+fn json_string(line: &str, key: &str) -> Option<String> {
+    let start = line.find(&format!("\"{key}\":\""))? + key.len() + 4;
+    let end = line[start..].find('"')?;
+    Some(line[start..start + end].to_owned())
+}
+
+/// A second process started under a consumer name a live one holds is
+/// refused at start, with an error that says so; the first goes on.
+#[test]
+fn a_second_process_under_a_live_name_is_refused() {
+    let mut scenario = Scenario::new("name_taken");
+    let first = scenario.spawn("twin", &[]);
+    scenario.wait_for(
+        Duration::from_secs(30),
+        "the first to start",
+        |scenario| match scenario.log_lines(first, "worker started").len() {
+            0 => Err("not yet".to_owned()),
+            _ => Ok(()),
+        },
+    );
+    let second = scenario.spawn("twin", &[]);
+    scenario.workers[second].expect_running = false;
+    let status = scenario
+        .worker(second)
+        .wait_for_exit(Duration::from_secs(20));
+    assert!(!status.success(), "the second process exited with {status}");
+    let output = scenario.worker(second).output();
+    assert!(
+        output.contains("consumer name `twin` is held by another live process"),
+        "{output}"
+    );
+    assert!(scenario.log_lines(second, "worker started").is_empty());
+    scenario.worker(first).assert_running();
+    let ids = scenario.add(&[data(0, "none", 0)]);
+    scenario.wait_drained(1, Duration::from_secs(10));
+    assert_eq!(
+        scenario.record().pids_of(&ids[0]),
+        vec![scenario.pid(first)]
+    );
+    scenario.done("the second `twin` was refused at start");
+}
+
+/// Two processes with the default consumer name on one host, each PID 1
+/// of its own PID namespace (containers on the host's network), get
+/// distinct names and share the stream.
+#[test]
+fn default_names_differ_between_pid_1_processes_on_one_host() {
+    const TOTAL: usize = 200;
+    let mut scenario = Scenario::new("pid_1");
+    let wrapper = ["unshare", "--pid", "--fork", "--kill-child"];
+    let unset = [("REDIS_CONSUMER_NAME", "")];
+    let workers = [
+        scenario.spawn_wrapped(&wrapper, "pid-1-a", &unset),
+        scenario.spawn_wrapped(&wrapper, "pid-1-b", &unset),
+    ];
+    let names: Vec<String> = workers
+        .iter()
+        .map(|&index| {
+            scenario.wait_for(Duration::from_secs(30), "the worker to start", |scenario| {
+                scenario
+                    .log_lines(index, "worker started")
+                    .first()
+                    .and_then(|line| json_string(line, "consumer"))
+                    .ok_or_else(|| "not yet".to_owned())
+            })
+        })
+        .collect();
+    assert_ne!(names[0], names[1]);
+    for name in &names {
+        assert!(name.contains("-1"), "PID 1 in {name}");
+    }
+    let entries: Vec<String> = (0..TOTAL).map(|n| data(n, "none", 5)).collect();
+    scenario.add(&entries);
+    scenario.wait_drained(TOTAL, Duration::from_secs(30));
+    let record = scenario.record();
+    assert!(record.counts().values().all(|&calls| calls == 1));
+    scenario.done(format!(
+        "two PID 1 workers named {} and {}",
+        names[0], names[1]
     ));
 }

@@ -231,10 +231,14 @@ fn end_to_end(variant: &Variant, project: &GeneratedProject) {
     match variant.consumer_name {
         Some(name) => assert_eq!(names, [name], "consumers of {group}"),
         None => {
-            let suffix = format!("-{}", worker.pid());
+            let pid = format!("-{}-", worker.pid());
+            let random = |name: &str| {
+                name.rsplit_once('-')
+                    .is_some_and(|(_, random)| random.len() == 6)
+            };
             assert!(
-                names.len() == 1 && names[0].ends_with(&suffix),
-                "consumers of {group}: {names:?}, expected one named <host>{suffix}"
+                names.len() == 1 && names[0].contains(&pid) && random(names[0]),
+                "consumers of {group}: {names:?}, expected one named <host>{pid}<random>"
             );
         }
     }

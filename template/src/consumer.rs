@@ -7,20 +7,22 @@
 //! behind a blocked read. A connection that fails is dropped and made again
 //! on next use; the caller decides how long to wait before that.
 //!
-//! A non-blocking read can also be sent ahead ([`Consumer::read_ahead`]):
-//! Redis prepares the next batch while the worker processes this one.
+//! A non-blocking read can also be sent ahead ([`Consumer::read_ahead`],
+//! in `consumer/read_ahead.rs`): Redis prepares the next batch while the
+//! worker processes this one.
 //!
 //! The replies that carry entries are parsed in [`reply`]; the others use
 //! redis-rs's typed replies.
 
+mod read_ahead;
 pub(crate) mod reply;
 
 use std::time::Duration;
 
 use redis::Value;
 use redis::streams::{StreamInfoConsumersReply, StreamPendingCountReply};
-use tokio::task::JoinHandle;
 
+pub use self::read_ahead::ReadAhead;
 use self::reply::{parse_autoclaim, parse_entries, parse_read, unexpected};
 use crate::connection::{Connection, Connector};
 use crate::dead_letter::DeadLetter;
@@ -46,8 +48,8 @@ pub enum Delivery {
 pub struct AutoClaimed {
     /// Where the next page starts; `0-0` when the pending list was walked.
     pub next_cursor: String,
-    /// Entries now owned by this consumer.
-    pub entries: Vec<Entry>,
+    /// Entries now owned by this consumer, not yet delivered to it.
+    pub ids: Vec<String>,
     /// IDs that were pending but deleted from the stream; Redis removed them
     /// from the pending list.
     pub deleted: Vec<String>,
@@ -76,11 +78,6 @@ pub struct Names {
     /// Where dead letters go.
     pub dead_letter_stream: String,
 }
-
-/// A read of new entries sent ahead, its reply not yet taken; see
-/// [`Consumer::read_ahead`].
-#[derive(Debug)]
-pub struct ReadAhead(JoinHandle<Result<Vec<Delivery>, Error>>);
 
 struct Connections {
     reader: Connection,
@@ -210,7 +207,23 @@ impl Consumer {
     /// Creates the group (and the stream) if missing, starting at `start_id`.
     /// Returns whether it was created; `BUSYGROUP` (it exists) is the only
     /// error tolerated.
+    ///
+    /// An existing group costs one read and no write: a Redis at its
+    /// `maxmemory` refuses `XGROUP CREATE ... MKSTREAM` even when the group
+    /// exists, while reading and acknowledging still work.
     pub async fn ensure_group(&mut self, start_id: &str) -> Result<bool, Error> {
+        let mut probe = redis::cmd("XPENDING");
+        probe
+            .arg(&self.names.stream)
+            .arg(&self.names.group)
+            .arg("-")
+            .arg("+")
+            .arg(1);
+        match self.command::<Value>(&probe).await {
+            Ok(_) => return Ok(false),
+            Err(error) if error.is_no_group() => {}
+            Err(error) => return Err(error),
+        }
         let mut cmd = redis::cmd("XGROUP");
         cmd.arg("CREATE")
             .arg(&self.names.stream)
@@ -222,6 +235,18 @@ impl Consumer {
             Err(Error::Redis(error)) if error.code() == Some("BUSYGROUP") => Ok(false),
             Err(error) => Err(error),
         }
+    }
+
+    /// Adds this consumer to the group (`XGROUP CREATECONSUMER`; nothing if
+    /// it is there). Reads create it too, but only once they return an
+    /// entry: this lists a fresh worker in `XINFO CONSUMERS` at once.
+    pub async fn create_consumer(&mut self) -> Result<(), Error> {
+        let mut cmd = redis::cmd("XGROUP");
+        cmd.arg("CREATECONSUMER")
+            .arg(&self.names.stream)
+            .arg(&self.names.group)
+            .arg(&self.names.consumer);
+        self.command::<Value>(&cmd).await.map(drop)
     }
 
     /// Up to `count` entries never delivered to the group, waiting up to
@@ -245,40 +270,6 @@ impl Consumer {
         self.connections = None;
     }
 
-    /// Up to `count` entries of this consumer's own pending list, with IDs
-    /// after `after` (`0` for the start).
-    pub async fn read_pending(
-        &mut self,
-        after: &str,
-        count: usize,
-    ) -> Result<Vec<Delivery>, Error> {
-        let cmd = self.read_group(count, None, after);
-        let reply = self.read(&cmd).await?;
-        parse_read(reply)
-    }
-
-    /// Sends a read of up to `count` new entries, without blocking, and
-    /// returns at once; [`Consumer::take`] gives its entries. Those entries
-    /// are delivered to this consumer as soon as Redis runs the read, so the
-    /// reply must be taken: left untaken, they stay in this consumer's
-    /// pending list until a replay or a claim. `None` when not connected.
-    pub fn read_ahead(&mut self, count: usize) -> Option<ReadAhead> {
-        let cmd = self.read_group(count, None, ">");
-        let mut reader = self.connections.as_ref()?.reader.clone();
-        Some(ReadAhead(tokio::spawn(async move {
-            parse_read(cmd.query_async(&mut reader).await?)
-        })))
-    }
-
-    /// The entries of a read sent ahead, waiting for its reply if need be.
-    pub async fn take(&mut self, read: ReadAhead) -> Result<Vec<Delivery>, Error> {
-        let result = read
-            .0
-            .await
-            .unwrap_or_else(|failed| Err(unexpected("XREADGROUP", failed.to_string())));
-        self.check(result)
-    }
-
     fn read_group(&self, count: usize, block: Option<u64>, id: &str) -> redis::Cmd {
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
@@ -295,7 +286,8 @@ impl Consumer {
 
     /// Takes over up to `count` entries idle for `min_idle` or longer, from
     /// any consumer of the group, starting the walk of the pending list at
-    /// `cursor`.
+    /// `cursor`. Only their IDs (`JUSTID`): no delivery is counted yet, so
+    /// the worker can deliver them one at a time if need be.
     pub async fn autoclaim(
         &mut self,
         min_idle: Duration,
@@ -309,7 +301,8 @@ impl Consumer {
             .arg(millis(min_idle))
             .arg(cursor)
             .arg("COUNT")
-            .arg(count);
+            .arg(count)
+            .arg("JUSTID");
         let reply: Value = self.command(&cmd).await?;
         parse_autoclaim(reply)
     }
@@ -383,6 +376,25 @@ impl Consumer {
             .arg(ids);
         let reply: Value = self.command(&cmd).await?;
         parse_entries("XCLAIM", reply)
+    }
+
+    /// Resets the idle time of those of `ids` still pending, without
+    /// counting a delivery (`XCLAIM <self> 0 ... JUSTID`). The heartbeat of
+    /// entries in flight or read ahead, so no other consumer takes over an
+    /// entry this live one holds; and the start of a failed entry's retry
+    /// delay, so the backoff counts from the failure.
+    pub async fn touch(&mut self, ids: &[String]) -> Result<(), Error> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("XCLAIM");
+        cmd.arg(&self.names.stream)
+            .arg(&self.names.group)
+            .arg(&self.names.consumer)
+            .arg(0)
+            .arg(ids)
+            .arg("JUSTID");
+        self.command::<Value>(&cmd).await.map(drop)
     }
 
     /// Acknowledges `ids` with one `XACK`; returns how many were pending.

@@ -32,6 +32,17 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// Another live process consumes under this consumer name.
+    #[error(
+        "consumer name `{name}` is held by another live process (its key `{key}` is being refreshed); \
+         give each process its own REDIS_CONSUMER_NAME, or leave it unset for a unique one"
+    )]
+    NameInUse {
+        /// The consumer name.
+        name: String,
+        /// The key that holds it.
+        key: String,
+    },
 }
 
 impl Error {
@@ -47,7 +58,10 @@ impl Error {
     pub fn is_connection(&self) -> bool {
         match self {
             Self::Redis(error) => connection_failed(error),
-            Self::Reply { .. } | Self::PasswordFile { .. } | Self::TlsFile { .. } => false,
+            Self::Reply { .. }
+            | Self::PasswordFile { .. }
+            | Self::TlsFile { .. }
+            | Self::NameInUse { .. } => false,
         }
     }
 

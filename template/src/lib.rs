@@ -8,19 +8,22 @@
 //! # Layout
 //!
 //! Data flows one way, down this list: no module uses one above it.
-//! `backoff`, `connection` and `consumer` are internals of the worker and
-//! the operator commands, not part of the library's interface.
+//! `backoff`, `connection`, `consumer` and `name_lock` are internals of the
+//! worker and the operator commands, not part of the library's interface.
 //!
 //! - [`business_logic`] — the message, what to do with it and the logic's
 //!   own settings. **The file to edit.**
 //! - [`handler`] — the trait the business logic implements, and its error type.
 //! - [`worker`] — the consume loop, one [`worker::Worker::step`] at a time;
 //!   `worker/sources.rs` reads what is due, `worker/process.rs` runs the
-//!   handler and carries out what the retry policy decides.
+//!   handler and carries out what the retry policy decides,
+//!   `worker/ledger.rs` records it in Redis.
 //! - [`retry`] — the delivery policy: acknowledge, retry after a delay or
 //!   dead-letter.
+//! - `name_lock` — one live process per consumer name.
 //! - `consumer` — the consumer group's Redis commands, on two connections;
-//!   `consumer/reply.rs` parses the replies that carry entries.
+//!   `consumer/reply.rs` parses the replies that carry entries,
+//!   `consumer/read_ahead.rs` reads the next batch ahead.
 //! - `connection` — how every part connects to Redis.
 //! - [`entry`] — a stream entry as Redis stores it.
 //! - [`dead_letter`] — what a dead letter looks like.
@@ -33,7 +36,7 @@
 //! - [`settings`] — types and defaults; `settings/load.rs` layers defaults,
 //!   config file, environment and flags; `settings/validate.rs` checks them.
 //! - [`telemetry`] — logging.
-//! - [`observe`] — the events the worker reports.
+//! - [`observe`] — the events the worker reports, and its progress.
 //! - [`summary`] — the periodic summary in the log.
 {%- if use_serde_validation %}
 //! - [`validation`] — typed messages from raw entries, with serde.
@@ -59,6 +62,7 @@ pub mod heartbeat;
 {%- if add_metrics %}
 pub mod metrics;
 {%- endif %}
+mod name_lock;
 pub mod observe;
 pub mod redact;
 pub mod replay;

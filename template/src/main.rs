@@ -40,7 +40,7 @@ struct Cli {
     /// Consumer group (`REDIS_CONSUMER_GROUP`).
     #[arg(long, global = true, help_heading = GLOBAL)]
     group: Option<String>,
-    /// This consumer's name (`REDIS_CONSUMER_NAME`); default `<host>-<pid>`.
+    /// This consumer's name (`REDIS_CONSUMER_NAME`); default `<host>-<pid>-<random>`.
     #[arg(long, global = true, help_heading = GLOBAL)]
     consumer: Option<String>,
     /// Entries processed at once (`WORKER_CONCURRENCY`).
@@ -321,6 +321,6 @@ async fn run(loaded: &Loaded) -> anyhow::Result<()> {
     )));
     {%- endif %}
 
-    worker.run(shutdown::signals()).await;
+    worker.run(shutdown::signals()).await?;
     Ok(())
 }

@@ -3,7 +3,9 @@
 //!
 //! - `GET /metrics`: counters, the processing-time histogram and the
 //!   in-flight gauge, each labelled with worker, stream, group and consumer;
-//! - `GET /healthz`: the process is alive;
+//! - `GET /healthz`: the worker's loop is alive: 503 once it has made no
+//!   progress for longer than the processing timeout plus a margin (a
+//!   handler blocking its thread, a deadlock), so a supervisor restarts it;
 //! - `GET /readyz`: Redis answers and the consumer group exists.
 
 use std::borrow::Cow;
@@ -28,7 +30,7 @@ use crate::connection::{Connection, Connector};
 use crate::consumer::Names;
 use crate::error::connection_failed;
 use crate::handler::Handler;
-use crate::observe::{Observer, Outcome};
+use crate::observe::{Observer, Outcome, Progress};
 use crate::settings::{Refusal, Settings};
 use crate::worker::Worker;
 
@@ -243,6 +245,7 @@ impl Observer for Metrics {
 struct AppState {
     metrics: Arc<Metrics>,
     group: Arc<GroupProbe>,
+    progress: Arc<Progress>,
 }
 
 /// Asks Redis about the consumer group, for the sampler and `/readyz`, on
@@ -291,7 +294,15 @@ pub async fn attach<H: Handler>(
     let metrics = Arc::new(Metrics::new(&settings.worker_name, worker.names()));
     let connector = Connector::new(&settings.redis)?;
     let names = worker.names().clone();
-    serve(&settings.modules.metrics, metrics.clone(), connector, names).await?;
+    let progress = worker.progress();
+    serve(
+        &settings.modules.metrics,
+        metrics.clone(),
+        connector,
+        names,
+        progress,
+    )
+    .await?;
     Ok(worker.with_observer(metrics))
 }
 
@@ -302,6 +313,7 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     redis: Connector,
     names: Names,
+    progress: Arc<Progress>,
 ) -> Result<SocketAddr, MetricsError> {
     let bind_error = |source: std::io::Error| {
         let addr = settings.addr.clone();
@@ -318,11 +330,12 @@ pub async fn serve(
     let group = Arc::new(GroupProbe::new(redis, names));
     let app = Router::new()
         .route("/metrics", get(render_metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(alive))
         .route("/readyz", get(ready))
         .with_state(AppState {
             metrics: metrics.clone(),
             group: group.clone(),
+            progress,
         });
     tokio::spawn(sample_group(metrics, group));
     tokio::spawn(async move {
@@ -462,6 +475,22 @@ async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
         )],
         state.metrics.render(),
     )
+}
+
+async fn alive(State(state): State<AppState>) -> (StatusCode, String) {
+    let progress = &state.progress;
+    if progress.is_stalled() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the worker has made no progress for {} s (limit {} s)\n",
+                progress.since_last().as_secs(),
+                progress.limit().as_secs()
+            ),
+        )
+    } else {
+        (StatusCode::OK, "ok\n".to_owned())
+    }
 }
 
 async fn ready(State(state): State<AppState>) -> (StatusCode, String) {

@@ -1,8 +1,10 @@
 //! What the worker reports as it runs, for whoever wants to count it
-//! (metrics, tests).
+//! (metrics, tests), and [`Progress`]: when its loop last moved, for a
+//! liveness check.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// How one delivery of an entry ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,5 +64,64 @@ impl Observer for Vec<Arc<dyn Observer>> {
     }
     fn alive(&self) {
         self.iter().for_each(|observer| observer.alive());
+    }
+}
+
+/// When the worker's loop last made progress (a step, an entry finished, a
+/// heartbeat), so a liveness check can tell a frozen worker from a busy
+/// one. Shared: the worker marks it, the health endpoint reads it.
+#[derive(Debug)]
+pub struct Progress {
+    started: Instant,
+    /// Milliseconds from `started` to the last mark.
+    last: AtomicU64,
+    limit: Duration,
+}
+
+impl Progress {
+    /// Progress that counts as stalled after `limit` without a mark.
+    pub fn new(limit: Duration) -> Self {
+        Self {
+            started: Instant::now(),
+            last: AtomicU64::new(0),
+            limit,
+        }
+    }
+
+    /// The loop moved.
+    pub fn mark(&self) {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(now, Ordering::Relaxed);
+    }
+
+    /// How long since the last mark.
+    pub fn since_last(&self) -> Duration {
+        let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
+
+    /// Whether the loop has not moved for longer than the limit.
+    pub fn is_stalled(&self) -> bool {
+        self.since_last() > self.limit
+    }
+
+    /// How long without progress counts as stalled.
+    pub fn limit(&self) -> Duration {
+        self.limit
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_stalls_after_its_limit_without_a_mark() {
+        let progress = Progress::new(Duration::ZERO);
+        progress.mark();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(progress.is_stalled());
+        let progress = Progress::new(Duration::from_secs(60));
+        assert!(!progress.is_stalled());
     }
 }

@@ -30,7 +30,7 @@ const WORKER_NAME: &str = "{{worker_name}}";
 const REDIS_URL: &str = "{{redis_url}}";
 const STREAM: &str = "{{stream}}";
 const CONSUMER_GROUP: &str = "{{consumer_group}}";
-/// Empty: unset, so each process names itself `<host>-<pid>`.
+/// Empty: unset, so each process names itself `<host>-<pid>-<random>`.
 const CONSUMER_NAME: &str = "{{consumer_name}}";
 const BLOCK_TIMEOUT_MS: u64 = {{block_timeout}};
 
@@ -128,8 +128,9 @@ pub struct RedisSettings {
     pub stream: String,
     /// The consumer group shared by every instance of this worker.
     pub consumer_group: String,
-    /// This process's name in the group. Unset: `<host>-<pid>`, unique per
-    /// process, so scaling out is starting more processes.
+    /// This process's name in the group. Unset: `<host>-<pid>-<random>`,
+    /// unique per process, so scaling out is starting more processes. A
+    /// name a live process holds is refused at start.
     pub consumer_name: Option<String>,
     /// How long one `XREADGROUP` waits for new entries.
     #[serde(rename = "block_timeout_ms", with = "millis")]
@@ -152,6 +153,12 @@ pub struct WorkerSettings {
     pub concurrency: usize,
     /// Entries fetched by one read (`COUNT`).
     pub batch_size: usize,
+    /// How long the business logic may take for one entry. A call still
+    /// running then is dropped and counts as a retryable failure, so a call
+    /// that never returns (an HTTP request without a timeout) cannot freeze
+    /// the worker.
+    #[serde(rename = "process_timeout_ms", with = "millis")]
+    pub process_timeout: Duration,
     /// After SIGTERM/SIGINT, how long in-flight entries may still take.
     #[serde(rename = "shutdown_timeout_ms", with = "millis")]
     pub shutdown_timeout: Duration,
@@ -165,9 +172,10 @@ pub struct WorkerSettings {
     /// Upper bound of the retry delay.
     #[serde(rename = "retry_backoff_max_ms", with = "millis")]
     pub retry_backoff_max: Duration,
-    /// How long an entry must sit unacknowledged with another consumer before
-    /// this one takes it over. Must exceed the longest processing time, or
-    /// entries still being processed are processed twice.
+    /// How long an entry must sit idle with another consumer before this
+    /// one takes it over. A live worker resets the idle time of the entries
+    /// it holds every quarter of this, so only a dead or frozen worker's
+    /// entries reach it.
     #[serde(rename = "claim_idle_ms", with = "millis")]
     pub claim_idle: Duration,
     /// How often to look for entries of dead consumers.
@@ -226,6 +234,7 @@ impl Default for WorkerSettings {
         Self {
             concurrency: 64,
             batch_size: 500,
+            process_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
             dead_letter_stream: None,
             max_deliveries: 5,
@@ -308,11 +317,19 @@ impl RedisSettings {
             .collect()
     }
 
-    /// The configured consumer name, or `<host>-<pid>`.
+    /// The configured consumer name, or `<host>-<pid>-<random>`: the
+    /// random part keeps it unique where host and PID are not (containers
+    /// on the host's network, each its own PID 1). Each call makes a new
+    /// one: call it once per process.
     pub fn consumer_name(&self) -> String {
         self.consumer_name.clone().unwrap_or_else(|| {
             let host = gethostname::gethostname();
-            format!("{}-{}", host.to_string_lossy(), std::process::id())
+            format!(
+                "{}-{}-{:06x}",
+                host.to_string_lossy(),
+                std::process::id(),
+                fastrand::u32(..0x100_0000)
+            )
         })
     }
 }
@@ -465,14 +482,15 @@ mod tests {
     }
 
     #[test]
-    fn the_consumer_name_defaults_to_host_and_pid() {
+    fn the_default_consumer_name_is_host_pid_and_a_random_part() {
         let mut redis = Settings::default().redis;
         redis.consumer_name = None;
-        assert!(
-            redis
-                .consumer_name()
-                .ends_with(&format!("-{}", std::process::id()))
-        );
+        let name = redis.consumer_name();
+        let (prefix, random) = name.rsplit_once('-').unwrap();
+        assert!(prefix.ends_with(&format!("-{}", std::process::id())));
+        assert_eq!(random.len(), 6);
+        // Two processes with one host name and one PID still differ.
+        assert_ne!(redis.consumer_name(), name);
     }
 
     #[test]

@@ -1,16 +1,22 @@
 //! The consume loop.
 //!
 //! [`Worker::step`] does one unit of work: it picks the next source of
-//! entries, hands them to the [`Handler`] (up to `concurrency` at once),
-//! then acknowledges what succeeded and dead-letters what failed for good,
-//! with one `XACK` for the batch. [`Worker::run`] repeats it, and adds only
+//! entries, hands them to the [`Handler`] (up to `concurrency` at once,
+//! each call bounded by `process_timeout`), and acknowledges what succeeded
+//! and dead-letters what failed for good as entries finish, batched into
+//! few `XACK`s. [`Worker::run`] repeats it, and adds only
 //! waiting, backoff on Redis errors and graceful shutdown.
 //!
 //! Sources, in order of priority:
 //! 1. this consumer's own pending entries, once after start and after each
-//!    reconnect (`XREADGROUP ... 0`): work a previous run left unfinished;
+//!    reconnect (`XPENDING` for this consumer, then `XCLAIM` of one entry
+//!    at a time): work a previous run left unfinished, processed and
+//!    acknowledged one by one, because one of them may be what killed
+//!    that run;
 //! 2. entries of dead consumers, idle longer than `claim_idle`, every
 //!    `claim_interval` (`XAUTOCLAIM`, walking the whole pending list);
+//!    those delivered more than once are processed one at a time, like a
+//!    replay;
 //! 3. this consumer's own failures whose retry delay has passed (`XPENDING`
 //!    for this consumer, then `XCLAIM` to itself, which counts a delivery);
 //! 4. new entries (`XREADGROUP ... >`, blocking up to `block_timeout`).
@@ -19,6 +25,8 @@
 //! for another group (see [`crate::replay`]) is acknowledged unprocessed.
 //! A shutdown asked for while the worker waits for new entries ends that
 //! wait at once.
+//! While entries run, a heartbeat keeps them this consumer's (see
+//! `worker/process.rs`).
 //!
 //! While a full batch of new entries is processed, the next batch is read
 //! ahead (without blocking), so Redis prepares it while this worker works;
@@ -32,6 +40,7 @@
 //! carrying out the retry policy's decisions and recording them in Redis in
 //! `worker/process.rs`.
 
+mod ledger;
 mod process;
 mod sources;
 
@@ -46,13 +55,14 @@ use crate::connection::Connector;
 use crate::consumer::{Consumer, Names, ReadAhead};
 use crate::error::Error;
 use crate::handler::Handler;
-use crate::observe::Observer;
+use crate::name_lock::NameLock;
+use crate::observe::{Observer, Progress};
 use crate::retry::RetryPolicy;
 use crate::settings::{Settings, WorkerSettings};
 use crate::shutdown::{self, Shutdown};
 use crate::summary::{self, SUMMARY_INTERVAL, Summary};
 
-use self::process::Ledger;
+use self::ledger::Ledger;
 use self::sources::{delivery_id, first_deliveries};
 
 /// Where the entries of a step came from.
@@ -92,10 +102,25 @@ pub struct StepReport {
     pub skipped: usize,
 }
 
+impl StepReport {
+    /// Adds the counts of `other`, a part of this step.
+    fn absorb(&mut self, other: StepReport) {
+        self.processed += other.processed;
+        self.succeeded += other.succeeded;
+        self.retrying += other.retrying;
+        self.dead_lettered += other.dead_lettered;
+        self.deleted += other.deleted;
+        self.abandoned += other.abandoned;
+        self.skipped += other.skipped;
+    }
+}
+
 /// A consumer-group worker running handler `H`.
 pub struct Worker<H> {
     handler: H,
     consumer: Consumer,
+    /// For the consumer name's lock, on a connection of its own.
+    connector: Connector,
     settings: WorkerSettings,
     policy: RetryPolicy,
     observer: Arc<dyn Observer>,
@@ -108,9 +133,13 @@ pub struct Worker<H> {
     next_retry_scan: Instant,
     /// Whether this consumer may hold failed entries waiting for a retry.
     own_failures: bool,
+    /// The last new entry this worker read: where a group lost to
+    /// `NOGROUP` is recreated, so it neither replays nor skips anything.
+    last_seen: Option<String>,
     /// New entries read while the previous batch was processed.
     read_ahead: Option<ReadAhead>,
     ledger: Ledger,
+    progress: Arc<Progress>,
 }
 
 impl<H> std::fmt::Debug for Worker<H> {
@@ -136,7 +165,8 @@ impl<H: Handler> Worker<H> {
         let now = Instant::now();
         Ok(Self {
             handler,
-            consumer: Consumer::new(connector, names, settings.redis.block_timeout),
+            consumer: Consumer::new(connector.clone(), names, settings.redis.block_timeout),
+            connector,
             settings: settings.worker.clone(),
             policy: RetryPolicy::new(&settings.worker),
             observer: Arc::new(()),
@@ -147,8 +177,10 @@ impl<H: Handler> Worker<H> {
             next_claim: now,
             next_retry_scan: now,
             own_failures: true,
+            last_seen: None,
             read_ahead: None,
             ledger: Ledger::default(),
+            progress: Arc::new(Progress::new(liveness_limit(settings))),
         })
     }
 
@@ -174,10 +206,20 @@ impl<H: Handler> Worker<H> {
         }
     }
 
+    /// When the loop last made progress, for a liveness check.
+    pub fn progress(&self) -> Arc<Progress> {
+        self.progress.clone()
+    }
+
     /// Runs until `shutdown` completes, then lets in-flight entries finish
     /// for up to `shutdown_timeout`, acknowledges them and returns. Redis
-    /// errors never end the run: the worker backs off and carries on.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send + 'static) {
+    /// errors never end the run: the worker backs off and carries on. The
+    /// one error returned is at start: [`Error::NameInUse`], another live
+    /// process consumes under this consumer name (see `name_lock.rs`).
+    pub async fn run(
+        mut self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
         let (trigger, stop) = shutdown::channel(self.settings.shutdown_timeout);
         self.shutdown = stop;
         let watcher = tokio::spawn(async move {
@@ -185,17 +227,39 @@ impl<H: Handler> Worker<H> {
             trigger.trigger();
         });
         let names = self.names().clone();
+        let mut backoff = Backoff::new(
+            self.settings.reconnect_backoff,
+            self.settings.reconnect_backoff_max,
+        );
+        let lock = loop {
+            match NameLock::acquire(&self.connector, &names).await {
+                Ok(lock) => break lock,
+                Err(error) if error.is_connection() => {
+                    let delay = backoff.next_delay();
+                    warn!(%error, attempt = backoff.attempts(), retry_in_ms = delay.as_millis() as u64, "Redis error; backing off");
+                    let mut stop = self.shutdown.clone();
+                    tokio::select! {
+                        _ = sleep(delay) => {}
+                        _ = stop.requested() => {
+                            watcher.abort();
+                            return Ok(());
+                        }
+                    }
+                }
+                Err(error) => {
+                    watcher.abort();
+                    return Err(error);
+                }
+            }
+        };
         info!(stream = %names.stream, group = %names.group, consumer = %names.consumer, "worker started");
         let summary = Arc::new(Summary::default());
         self.observer = Arc::new(vec![self.observer.clone(), summary.clone()]);
         let summarise = tokio::spawn(summary::log_every(summary.clone(), SUMMARY_INTERVAL));
 
-        let mut backoff = Backoff::new(
-            self.settings.reconnect_backoff,
-            self.settings.reconnect_backoff_max,
-        );
         while self.shutdown.deadline().is_none() {
             self.observer.alive();
+            self.progress.mark();
             match self.step().await {
                 Ok(report) => {
                     if backoff.attempts() > 0 {
@@ -225,6 +289,7 @@ impl<H: Handler> Worker<H> {
             }
         }
         self.finish().await;
+        lock.release().await;
         watcher.abort();
         summarise.abort();
         let totals = summary.totals();
@@ -234,6 +299,7 @@ impl<H: Handler> Worker<H> {
             dead_lettered = totals.dead_lettered,
             "worker stopped"
         );
+        Ok(())
     }
 
     /// Processes the entries read ahead and acknowledges what was processed,
@@ -288,12 +354,24 @@ impl<H: Handler> Worker<H> {
     pub async fn step(&mut self) -> Result<StepReport, Error> {
         self.flush().await?;
         if !self.group_ready {
-            if self
-                .consumer
-                .ensure_group(&self.settings.group_start_id)
-                .await?
-            {
-                info!(group = %self.names().group, stream = %self.names().stream, "consumer group created");
+            // A group lost to NOGROUP comes back where this worker left
+            // off: at the start ID it would replay what was done, at `$`
+            // skip what arrived meanwhile.
+            let start = self
+                .last_seen
+                .clone()
+                .unwrap_or_else(|| self.settings.group_start_id.clone());
+            if self.consumer.ensure_group(&start).await? {
+                info!(group = %self.names().group, stream = %self.names().stream, start_id = %start, "consumer group created");
+            }
+            // Cosmetic: a refusal (maxmemory, an ACL) only means the
+            // consumer is listed from its first entry on.
+            match self.consumer.create_consumer().await {
+                Ok(()) => {}
+                Err(error) if error.is_connection() || error.is_no_group() => return Err(error),
+                Err(error) => {
+                    debug!(%error, "cannot add this consumer to the group before its first entry")
+                }
             }
             self.group_ready = true;
             return Ok(StepReport::default());
@@ -305,14 +383,13 @@ impl<H: Handler> Worker<H> {
             let deliveries = self.consumer.take(read).await?;
             (Source::New, first_deliveries(deliveries))
         } else if let Some(after) = self.replay_after.clone() {
-            let deliveries = self.consumer.read_pending(&after, batch).await?;
-            match deliveries.last() {
-                Some(last) => self.replay_after = Some(delivery_id(last).to_owned()),
-                None => self.replay_after = None,
-            }
-            (Source::Replay, self.with_delivery_counts(deliveries).await?)
+            let mut report = self.replay(&after).await?;
+            report.source = Source::Replay;
+            return Ok(report);
         } else if now >= self.next_claim {
-            (Source::Claim, self.claim_from_dead_consumers(now).await?)
+            let mut report = self.claim_from_dead_consumers(now).await?;
+            report.source = Source::Claim;
+            return Ok(report);
         } else if self.own_failures && now >= self.next_retry_scan {
             self.next_retry_scan = now + self.policy.min_delay().min(Duration::from_secs(1));
             (Source::Retry, self.due_retries().await?)
@@ -338,6 +415,11 @@ impl<H: Handler> Worker<H> {
                 }
             }
         };
+        if source == Source::New
+            && let Some((last, _)) = deliveries.last()
+        {
+            self.last_seen = Some(delivery_id(last).to_owned());
+        }
         if source == Source::New && deliveries.len() == batch && self.new_entries_next() {
             self.read_ahead = self.consumer.read_ahead(batch);
         }
@@ -360,4 +442,16 @@ impl<H: Handler> Worker<H> {
             && !(self.own_failures && now >= self.next_retry_scan)
             && self.shutdown.deadline().is_none()
     }
+}
+
+/// How long the loop may go without progress before it counts as frozen:
+/// the longest a healthy worker goes without a mark is a call of the
+/// business logic (bounded by `process_timeout`), a blocking read or a
+/// backoff after a Redis error, plus a few command timeouts.
+fn liveness_limit(settings: &Settings) -> Duration {
+    const MARGIN: Duration = Duration::from_secs(15);
+    settings.worker.process_timeout
+        + settings.redis.block_timeout
+        + settings.worker.reconnect_backoff_max
+        + MARGIN
 }

@@ -25,7 +25,7 @@ pub struct Variant {
     pub stream: &'static str,
     /// Its consumer group by default.
     pub consumer_group: &'static str,
-    /// Its consumer name by default; `None`: `<host>-<pid>`.
+    /// Its consumer name by default; `None`: `<host>-<pid>-<random>`.
     pub consumer_name: Option<&'static str>,
 }
 

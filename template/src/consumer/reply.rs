@@ -128,11 +128,8 @@ pub(crate) fn parse_autoclaim(reply: Value) -> Result<AutoClaimed, Error> {
         next_cursor: into_string("XAUTOCLAIM", cursor)?,
         ..AutoClaimed::default()
     };
-    for delivery in parse_entries("XAUTOCLAIM", entries)? {
-        match delivery {
-            Delivery::Entry(entry) => claimed.entries.push(entry),
-            Delivery::Deleted(id) => claimed.deleted.push(id),
-        }
+    for id in into_array("XAUTOCLAIM", entries)? {
+        claimed.ids.push(into_string("XAUTOCLAIM", id)?);
     }
     if let Some(deleted) = parts.next() {
         for id in into_array("XAUTOCLAIM", deleted)? {
@@ -176,15 +173,12 @@ mod tests {
     fn parses_autoclaim_with_deleted_entries() {
         let reply = Value::Array(vec![
             bulk("5-0"),
-            Value::Array(vec![Value::Array(vec![
-                bulk("3-0"),
-                Value::Array(vec![bulk("a"), bulk("b")]),
-            ])]),
+            Value::Array(vec![bulk("3-0")]),
             Value::Array(vec![bulk("4-0")]),
         ]);
         let claimed = parse_autoclaim(reply).unwrap();
         assert_eq!(claimed.next_cursor, "5-0");
-        assert_eq!(claimed.entries, vec![Entry::new("3-0", [("a", "b")])]);
+        assert_eq!(claimed.ids, vec!["3-0".to_string()]);
         assert_eq!(claimed.deleted, vec!["4-0".to_string()]);
     }
 }

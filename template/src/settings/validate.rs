@@ -93,7 +93,7 @@ fn core(s: &Settings) -> Result<(), Refusal> {
     if s.redis.consumer_name.as_deref() == Some("") {
         return Err(Refusal::new(
             "redis.consumer_name",
-            "must not be empty (unset it for <host>-<pid>)",
+            "must not be empty (unset it for <host>-<pid>-<random>)",
         ));
     }
     if s.worker.dead_letter_stream.as_deref() == Some(s.redis.stream.as_str()) {
@@ -117,6 +117,7 @@ fn core(s: &Settings) -> Result<(), Refusal> {
         ("redis.block_timeout_ms", s.redis.block_timeout.is_zero()),
         ("worker.concurrency", w.concurrency == 0),
         ("worker.batch_size", w.batch_size == 0),
+        ("worker.process_timeout_ms", w.process_timeout.is_zero()),
         ("worker.max_deliveries", w.max_deliveries == 0),
         ("worker.retry_backoff_ms", w.retry_backoff.is_zero()),
         ("worker.claim_idle_ms", w.claim_idle.is_zero()),

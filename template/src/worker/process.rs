@@ -1,41 +1,41 @@
 //! Processing a batch: the handler on every entry, `concurrency` at a
-//! time, the retry policy's decision carried out for each, and the
-//! decisions recorded in Redis (dead letters written, then one `XACK`).
+//! time and each call bounded by `process_timeout`, the retry policy's
+//! decision carried out for each, and the decisions recorded in Redis as
+//! entries finish (dead letters written, then one `XACK` for what finished
+//! in the last moment).
+//!
+//! While the batch runs, a heartbeat resets the idle time of every entry
+//! still held (in flight, waiting for a slot, or read ahead) every quarter
+//! of `claim_idle`, so no other consumer takes over the entries of a live
+//! worker, however long they take.
 
 use std::panic::AssertUnwindSafe;
+use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
-use tokio::time::timeout_at;
+use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{Instrument, debug, info_span, warn};
 
+use super::ledger::Ledger;
 use super::{StepReport, Worker};
 use crate::consumer::Delivery;
 use crate::dead_letter::DeadLetter;
 use crate::entry::Entry;
 use crate::error::Error;
 use crate::handler::{Handler, ProcessError};
-use crate::observe::Outcome;
+use crate::observe::{Observer, Outcome, Progress};
 use crate::replay;
-use crate::retry::{Decision, GiveUp};
+use crate::retry::{Decision, GiveUp, RetryPolicy};
 
-/// Entries whose fate is decided but not yet recorded in Redis.
-#[derive(Debug, Default)]
-pub(super) struct Ledger {
-    /// Processed or dead-lettered, not yet acknowledged.
-    unacked: Vec<String>,
-    /// Given up on, not yet written to the dead-letter stream.
-    unwritten: Vec<DeadLetter>,
-}
+/// How long a finished entry may wait for its acknowledgement while the
+/// rest of its batch is still running: long enough that a fast batch is
+/// acknowledged with one `XACK`, short enough that a slow entry holds back
+/// nothing.
+const ACK_INTERVAL: Duration = Duration::from_millis(100);
 
-impl Ledger {
-    pub(super) fn is_empty(&self) -> bool {
-        self.unacked.is_empty() && self.unwritten.is_empty()
-    }
-
-    pub(super) fn len(&self) -> usize {
-        self.unacked.len() + self.unwritten.len()
-    }
-}
+/// An entry whose call ended: its position in the batch, the entry, its
+/// delivery count, the result and how long the call took.
+type Finished = (usize, Entry, u64, Result<(), ProcessError>, Duration);
 
 impl<H: Handler> Worker<H> {
     /// Runs the handler on every entry, `concurrency` at a time, and sorts
@@ -77,53 +77,104 @@ impl<H: Handler> Worker<H> {
         }
 
         report.processed = work.len();
+        let unfinished = work
+            .iter()
+            .map(|(entry, _)| Some(entry.id.clone()))
+            .collect();
         self.observer
             .in_flight(work.len().min(self.settings.concurrency));
         let handler = &self.handler;
-        let mut outcomes = futures_util::stream::iter(work)
-            .map(|(entry, deliveries)| async move {
+        let limit = self.settings.process_timeout;
+        let mut outcomes = futures_util::stream::iter(work.into_iter().enumerate())
+            .map(|(position, (entry, deliveries))| async move {
                 let span = info_span!("message", id = %entry.id, deliveries);
                 let started = std::time::Instant::now();
-                let result = AssertUnwindSafe(handler.handle(&entry))
+                let call = AssertUnwindSafe(handler.handle(&entry))
                     .catch_unwind()
-                    .instrument(span)
-                    .await
-                    .unwrap_or_else(|panic| {
-                        Err(ProcessError::retry(panic_message(panic.as_ref())))
-                    });
-                (entry, deliveries, result, started.elapsed())
+                    .instrument(span);
+                let result = match timeout(limit, call).await {
+                    Ok(Ok(result)) => result,
+                    Ok(Err(panic)) => Err(ProcessError::retry(panic_message(panic.as_ref()))),
+                    Err(_) => Err(ProcessError::retry(format!(
+                        "timed out after {} ms (worker.process_timeout_ms)",
+                        limit.as_millis()
+                    ))),
+                };
+                (position, entry, deliveries, result, started.elapsed())
             })
             .buffer_unordered(self.settings.concurrency);
 
         let mut shutdown = self.shutdown.clone();
         let mut remaining = report.processed;
+        let heartbeat_every = (self.settings.claim_idle / 4).max(Duration::from_millis(1));
+        let mut next_heartbeat = Instant::now() + heartbeat_every;
+        let mut batch = Batch {
+            unfinished,
+            next_flush: None,
+            report,
+        };
         while remaining > 0 {
-            let next = match shutdown.deadline() {
-                None => tokio::select! {
-                    next = outcomes.next() => next,
-                    _ = shutdown.requested() => continue,
-                },
-                Some(deadline) => match timeout_at(deadline, outcomes.next()).await {
-                    Ok(next) => next,
-                    Err(_) => break,
-                },
+            let deadline = shutdown.deadline();
+            // Most outcomes are ready at once: take them without setting up
+            // the timers below.
+            if let Some(next) = outcomes.next().now_or_never() {
+                let Some(outcome) = next else { break };
+                remaining -= 1;
+                finished(
+                    &mut self.ledger,
+                    &self.policy,
+                    &*self.observer,
+                    &self.progress,
+                    outcome,
+                    &mut batch,
+                );
+                continue;
+            }
+            let tick = batch
+                .next_flush
+                .map_or(next_heartbeat, |at| at.min(next_heartbeat));
+            let next = tokio::select! {
+                biased;
+                next = outcomes.next() => next,
+                _ = shutdown.requested(), if deadline.is_none() => continue,
+                () = sleep_until(deadline.unwrap_or(tick)), if deadline.is_some() => break,
+                () = sleep_until(tick) => {
+                    self.progress.mark();
+                    let now = Instant::now();
+                    if now >= next_heartbeat {
+                        next_heartbeat = now + heartbeat_every;
+                        let mut held: Vec<String> = batch.unfinished.iter().flatten().cloned().collect();
+                        if let Some(read) = self.read_ahead.as_mut() {
+                            held.extend(read.arrived_ids().await);
+                        }
+                        if let Err(error) = self.consumer.touch(&held).await {
+                            warn!(%error, "heartbeat of the entries in flight failed; another consumer may take them over");
+                        }
+                    }
+                    if batch.next_flush.is_some_and(|at| now >= at) {
+                        batch.next_flush = None;
+                        if let Err(error) = self.ledger.record(&mut self.consumer, &*self.observer).await {
+                            debug!(%error, "cannot record finished entries yet; the end of the step retries");
+                        }
+                    }
+                    continue;
+                }
             };
-            let Some((entry, deliveries, result, elapsed)) = next else {
+            let Some(outcome) = next else {
                 break;
             };
             remaining -= 1;
-            let decision = self.policy.after(deliveries, &result);
-            let outcome = carry_out(
+            finished(
                 &mut self.ledger,
-                entry,
-                deliveries,
-                decision,
-                result.err(),
-                &mut report,
+                &self.policy,
+                &*self.observer,
+                &self.progress,
+                outcome,
+                &mut batch,
             );
-            self.observer.processed(outcome, elapsed);
         }
         self.observer.in_flight(0);
+        let mut report = batch.report;
         if remaining > 0 {
             warn!(
                 unfinished = remaining,
@@ -134,33 +185,50 @@ impl<H: Handler> Worker<H> {
         report
     }
 
-    /// Writes dead letters, then acknowledges them with everything processed,
-    /// in one `XACK`. The order matters: a crash in between can duplicate a
-    /// dead letter, never lose it.
+    /// Records in Redis what the ledger holds; see [`Ledger::record`].
     pub(super) async fn flush(&mut self) -> Result<(), Error> {
-        let ledger = &mut self.ledger;
-        if !ledger.unwritten.is_empty() {
-            self.consumer.dead_letter(&ledger.unwritten).await?;
-            self.observer.dead_lettered(ledger.unwritten.len());
-            let written = std::mem::take(&mut ledger.unwritten);
-            ledger
-                .unacked
-                .extend(written.into_iter().map(|letter| letter.entry.id));
-        }
-        if !ledger.unacked.is_empty() {
-            match self.consumer.ack(&ledger.unacked).await {
-                Ok(_) => {}
-                Err(error) if error.is_no_group() => {
-                    warn!(
-                        count = ledger.unacked.len(),
-                        "the consumer group is gone; its pending list went with it, nothing left to acknowledge"
-                    );
-                }
-                Err(error) => return Err(error),
-            }
-            ledger.unacked.clear();
-        }
-        Ok(())
+        self.ledger
+            .record(&mut self.consumer, &*self.observer)
+            .await
+    }
+}
+
+/// A batch's bookkeeping while its calls run.
+struct Batch {
+    /// The IDs of entries not yet finished, by position: the heartbeat's
+    /// list, cheap to update per entry.
+    unfinished: Vec<Option<String>>,
+    /// When to record what finished, once something did.
+    next_flush: Option<Instant>,
+    report: StepReport,
+}
+
+/// Carries out the policy's decision on an entry whose call ended, and
+/// schedules the recording of it within [`ACK_INTERVAL`].
+fn finished(
+    ledger: &mut Ledger,
+    policy: &RetryPolicy,
+    observer: &dyn Observer,
+    progress: &Progress,
+    (position, entry, deliveries, result, elapsed): Finished,
+    batch: &mut Batch,
+) {
+    progress.mark();
+    if let Some(slot) = batch.unfinished.get_mut(position) {
+        *slot = None;
+    }
+    let decision = policy.after(deliveries, &result);
+    let outcome = carry_out(
+        ledger,
+        entry,
+        deliveries,
+        decision,
+        result.err(),
+        &mut batch.report,
+    );
+    observer.processed(outcome, elapsed);
+    if batch.next_flush.is_none() {
+        batch.next_flush = Some(Instant::now() + ACK_INTERVAL);
     }
 }
 
@@ -183,6 +251,7 @@ fn carry_out(
         }
         Decision::Retry { delay } => {
             warn!(id = %entry.id, %error, deliveries, retry_in_ms = delay.as_millis() as u64, "failed; will retry");
+            ledger.failed.push(entry.id);
             report.retrying += 1;
             Outcome::Retrying
         }

@@ -1,6 +1,7 @@
-//! The sources of a step other than new entries: delivery counts after a
-//! replay, takeover of dead consumers' entries and this consumer's own
-//! retries, with the delivery count each entry has now.
+//! The sources of a step other than new entries: the replay of this
+//! consumer's own pending entries, takeover of dead consumers' entries
+//! (both one entry at a time where a crash may be to blame) and this
+//! consumer's own retries, with the delivery count each entry has now.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::Worker;
+use super::{StepReport, Worker};
 use crate::consumer::Delivery;
 use crate::error::Error;
 use crate::handler::Handler;
@@ -17,23 +18,75 @@ use crate::handler::Handler;
 const RETRY_SCAN_PAGES: usize = 10;
 
 impl<H: Handler> Worker<H> {
-    /// Asks Redis how often each entry was delivered (after a replay or a
-    /// takeover the count is not known locally).
-    pub(super) async fn with_delivery_counts(
-        &mut self,
-        deliveries: Vec<Delivery>,
-    ) -> Result<Vec<(Delivery, u64)>, Error> {
-        let ids: Vec<&str> = deliveries.iter().map(delivery_id).collect();
-        let counts = self.consumer.delivery_counts(&ids).await?;
-        Ok(deliveries.into_iter().zip(counts).collect())
+    /// One page of this consumer's own pending list (IDs after `after`;
+    /// `0` for the start), entry by entry (see [`Worker::process_alone`]):
+    /// a previous run left these unfinished, and one of them may be what
+    /// killed it.
+    pub(super) async fn replay(&mut self, after: &str) -> Result<StepReport, Error> {
+        let batch = self.settings.batch_size;
+        let after = (after != "0").then_some(after);
+        let page = self
+            .consumer
+            .own_pending(Duration::ZERO, after, batch)
+            .await?;
+        let complete = page.len() < batch;
+        let mut report = StepReport::default();
+        for pending in page {
+            if self.shutdown.deadline().is_some() {
+                return Ok(report);
+            }
+            let one = self.process_alone(&pending.id, pending.deliveries).await?;
+            report.absorb(one);
+            self.replay_after = Some(pending.id);
+        }
+        if complete {
+            self.replay_after = None;
+        }
+        Ok(report)
+    }
+
+    /// Claims `id`, delivered `deliveries` times so far, processes it alone
+    /// and records its outcome before anything else is claimed.
+    ///
+    /// For entries whose holder died with them: claimed and processed
+    /// together, an entry that kills the process on every delivery would
+    /// carry its whole batch to `max_deliveries` with it (each claim counts
+    /// a delivery for every entry claimed). Alone, it reaches the limit
+    /// alone, and every entry before it is acknowledged.
+    async fn process_alone(&mut self, id: &str, deliveries: u64) -> Result<StepReport, Error> {
+        let claimed = self.consumer.claim(&[id], Duration::ZERO).await?;
+        if claimed.is_empty() {
+            // Redis 7 drops an entry deleted from the stream from the
+            // pending list when it is claimed, and returns nothing.
+            warn!(id = %id, "a pending entry was deleted from the stream before it was processed; dropped from the pending list");
+            return Ok(StepReport {
+                deleted: 1,
+                ..StepReport::default()
+            });
+        }
+        let deliveries = claimed
+            .into_iter()
+            .map(|delivery| (delivery, deliveries + 1))
+            .collect();
+        let report = self.process(deliveries).await;
+        if report.retrying > 0 || report.abandoned > 0 {
+            self.own_failures = true;
+        }
+        self.flush().await?;
+        Ok(report)
     }
 
     /// One page of `XAUTOCLAIM`; the walk of the pending list goes on at the
     /// next step until it is complete, then waits `claim_interval`.
+    ///
+    /// Entries delivered once (their holder died while holding them, for
+    /// the first time) are claimed together and processed as a batch.
+    /// Entries delivered more often are processed one at a time, like a
+    /// replay: their holders may have died of them.
     pub(super) async fn claim_from_dead_consumers(
         &mut self,
         now: Instant,
-    ) -> Result<Vec<(Delivery, u64)>, Error> {
+    ) -> Result<StepReport, Error> {
         let page = self
             .consumer
             .autoclaim(
@@ -44,13 +97,21 @@ impl<H: Handler> Worker<H> {
             .await?;
         if page.next_cursor == "0-0" {
             self.next_claim = now + self.settings.claim_interval;
+            // Housekeeping only: a failure (an ACL without XINFO or
+            // scripts, a timeout) must not drop the page just claimed,
+            // which is this consumer's now and would wait for the next
+            // takeover, failing the same way.
             if let Some(idle) = self.settings.delete_idle_consumers {
-                let removed = self.consumer.remove_idle_consumers(idle).await?;
-                if !removed.is_empty() {
-                    info!(
+                match self.consumer.remove_idle_consumers(idle).await {
+                    Ok(removed) if removed.is_empty() => {}
+                    Ok(removed) => info!(
                         ?removed,
                         "removed idle consumers that held no pending entries"
-                    );
+                    ),
+                    Err(error) => warn!(
+                        %error,
+                        "cannot remove idle consumers; the entries taken over are processed anyway"
+                    ),
                 }
             }
         }
@@ -58,15 +119,39 @@ impl<H: Handler> Worker<H> {
         for id in &page.deleted {
             warn!(id = %id, "a pending entry was deleted from the stream before it was processed; dropped from the pending list");
         }
-        if !page.entries.is_empty() {
-            info!(
-                count = page.entries.len(),
-                "took over entries of consumers idle longer than claim_idle"
-            );
-            self.observer.claimed(page.entries.len());
+        let mut report = StepReport::default();
+        if page.ids.is_empty() {
+            return Ok(report);
         }
-        let deliveries = page.entries.into_iter().map(Delivery::Entry).collect();
-        self.with_delivery_counts(deliveries).await
+        info!(
+            count = page.ids.len(),
+            "took over entries of consumers idle longer than claim_idle"
+        );
+        self.observer.claimed(page.ids.len());
+        let ids: Vec<&str> = page.ids.iter().map(String::as_str).collect();
+        let counts = self.consumer.delivery_counts(&ids).await?;
+        let (once, more): (Vec<_>, Vec<_>) = ids
+            .into_iter()
+            .zip(counts)
+            .filter(|(_, count)| *count > 0)
+            .partition(|(_, count)| *count == 1);
+        if !once.is_empty() {
+            let ids: Vec<&str> = once.iter().map(|(id, _)| *id).collect();
+            let claimed = self.consumer.claim(&ids, Duration::ZERO).await?;
+            report.absorb(self.process(first_retries(claimed)).await);
+            if report.retrying > 0 || report.abandoned > 0 {
+                self.own_failures = true;
+            }
+            self.flush().await?;
+        }
+        for (id, deliveries) in more {
+            if self.shutdown.deadline().is_some() {
+                break;
+            }
+            let one = self.process_alone(id, deliveries).await?;
+            report.absorb(one);
+        }
+        Ok(report)
     }
 
     /// This consumer's failed entries whose retry delay has passed, claimed
@@ -109,6 +194,14 @@ impl<H: Handler> Worker<H> {
             })
             .collect())
     }
+}
+
+/// Entries claimed after one delivery: this is their second.
+fn first_retries(deliveries: Vec<Delivery>) -> Vec<(Delivery, u64)> {
+    deliveries
+        .into_iter()
+        .map(|delivery| (delivery, 2))
+        .collect()
 }
 
 /// Entries read as new: delivered for the first time.

@@ -16,7 +16,7 @@ use redis::streams::{StreamReadOptions, StreamReadReply};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use {{crate_name}}::{Entry, Handler, ProcessError, Settings, Worker};
+use {{crate_name}}::{Entry, Error, Handler, ProcessError, Settings, Worker};
 
 /// Settings for one test: unique stream, group and consumer, fast retries.
 /// Every key the test creates starts with the stream's name and is deleted
@@ -168,7 +168,7 @@ pub async fn read_as(
 /// A worker running in the background until [`Running::stop`].
 pub struct Running {
     stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
+    task: JoinHandle<Result<(), Error>>,
 }
 
 /// Starts `worker.run` with a shutdown the test triggers.
@@ -187,7 +187,8 @@ impl Running {
         tokio::time::timeout(DEADLINE, self.task)
             .await
             .expect("run returns after the shutdown signal")
-            .expect("run does not panic");
+            .expect("run does not panic")
+            .expect("run ends without an error");
     }
 }
 
