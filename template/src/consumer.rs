@@ -23,7 +23,7 @@ use redis::Value;
 use redis::streams::{StreamInfoConsumersReply, StreamPendingCountReply};
 
 pub use self::read_ahead::ReadAhead;
-use self::reply::{parse_autoclaim, parse_entries, parse_read, unexpected};
+use self::reply::{parse_autoclaim, parse_entries, parse_read};
 use crate::connection::{Connection, Connector};
 use crate::dead_letter::DeadLetter;
 use crate::entry::Entry;

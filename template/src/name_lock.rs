@@ -162,11 +162,7 @@ impl Drop for NameLock {
 }
 
 /// `SET key token NX PX ttl`: whether the name was free and is now ours.
-async fn take(
-    connection: &mut Connection,
-    key: &str,
-    token: &str,
-) -> Result<bool, Error> {
+async fn take(connection: &mut Connection, key: &str, token: &str) -> Result<bool, Error> {
     let set: Option<String> = redis::cmd("SET")
         .arg(key)
         .arg(token)
