@@ -303,6 +303,7 @@ fn a_redis_url_with_credentials_is_refused_without_repeating_them() {
         "redis://app:s3cret-pw@db.internal:6379/0",
         "rediss://app:s3cret-pw@db.internal:6380",
         "redis://db.internal:6379?password=s3cret-pw",
+        "redis://db.internal:6379?protocol=3&token=s3cret-pw",
         "http://app:s3cret-pw@db.internal",
     ] {
         let error = refusal("redis_url", url);

@@ -9,7 +9,8 @@ use crate::replay;
 
 /// Prefix of the metadata fields; original fields follow them unchanged.
 pub const FIELD_PREFIX: &str = "dlq.";
-/// The ID the entry had in the source stream.
+/// The ID of the delivery that failed, in the source stream; for a
+/// replayed entry the producer's first ID is its `replay.original_id`.
 pub const ORIGINAL_ID: &str = "dlq.original_id";
 /// The source stream.
 pub const STREAM: &str = "dlq.stream";

@@ -47,6 +47,9 @@ pub fn secrets_in_url(url: &str) -> Vec<String> {
         if let Some(password) = parts.password {
             secrets.push(password.to_owned());
         }
+        if let Some(password) = password_before_last_at(part) {
+            secrets.push(password.to_owned());
+        }
         for (name, value) in parts.query_pairs() {
             if is_secret_parameter(name) && !value.is_empty() {
                 secrets.push(value.to_owned());
@@ -196,7 +199,22 @@ fn redact_one(url: &str) -> String {
         redacted.push_str(&pairs.join("&"));
     }
     redacted.push_str(parts.fragment);
-    redacted
+    match password_before_last_at(url) {
+        Some(password) if !password.is_empty() && redacted.contains(password) => {
+            redacted.replace(password, MASK)
+        }
+        _ => redacted,
+    }
+}
+
+/// The password if the userinfo ran to the last `@`, the way a password
+/// holding an unencoded `?` or `#` was meant (`redis://app:pa#ss@db`), which
+/// [`Parts::of`] reads as a query or a fragment. Where the two readings
+/// differ, both passwords are hidden: more than needed, never less.
+fn password_before_last_at(url: &str) -> Option<&str> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let (userinfo, _) = rest.rsplit_once('@')?;
+    userinfo.split_once(':').map(|(_, password)| password)
 }
 
 fn is_secret_parameter(name: &str) -> bool {
@@ -256,6 +274,9 @@ mod tests {
                 "redis+unix:///tmp/r.sock?pass=***",
             ),
             ("redis://u:p@w@h", "redis://u:***@h"),
+            ("redis://app:pa#ss@db:6379", "redis://app:***@db:6379"),
+            ("redis://app:p?ss@db", "redis://app:***@db"),
+            ("redis://h:6379?password=a@b", "redis://h:6379?password=***"),
             ("redis://h:1", "redis://h:1"),
             ("redis://user@h", "redis://user@h"),
             (
@@ -276,6 +297,8 @@ mod tests {
         assert!(secrets.contains(&"two".to_owned()), "{secrets:?}");
         assert!(!secrets.contains(&"u".to_owned()), "{secrets:?}");
         assert!(secrets_in_url("redis://127.0.0.1:6379").is_empty());
+        let secrets = secrets_in_url("redis://app:pa#ss@db");
+        assert!(secrets.contains(&"pa#ss".to_owned()), "{secrets:?}");
     }
 
     #[test]
