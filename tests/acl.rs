@@ -1,16 +1,22 @@
-//! The worker as an ACL user with exactly the rule the generated README
-//! gives: keys limited to the stream and its dead letters, only the commands
-//! the worker sends. As that user it replays its own pending entries after
-//! a `kill -9`, takes over a dead consumer's entries, dead-letters poison
-//! and removes idle consumers; `ACL LOG` stays empty and no log line says
-//! NOPERM.
+//! The worker and the operator's commands as ACL users with exactly the
+//! rules the generated README gives: keys limited to the stream and its
+//! dead letters, only the commands each sends.
+//!
+//! As its user the worker replays its own pending entries after a `kill -9`,
+//! takes over a dead consumer's entries, dead-letters poison and removes
+//! idle consumers. As the operator's user every operator command runs:
+//! `status`, `send`, `dlq list`, `replay` and `purge`, `trim` in each form
+//! and `config`. `ACL LOG` stays empty, no output says NOPERM, and the
+//! operator's rule allows no command that none of them sends.
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
-use std::path::Path;
-use std::process::Command;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::{Process, RedisServer, build_fault_worker, repo_root, scrub_env, wait_until};
@@ -24,14 +30,28 @@ const GROUP: &str = "acl-group";
 /// How long each phase may take.
 const DEADLINE: Duration = Duration::from_secs(60);
 
+/// The fault-injecting worker, generated and built once for both tests.
+fn fault_worker() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| build_fault_worker(PROJECT))
+}
+
 /// The worker's `ACL SETUSER` line of the template's README, for this
 /// test's user, password and stream: the arguments after `ACL SETUSER`.
 fn worker_rule() -> Vec<String> {
+    readme_rule("{{worker_name}}")
+}
+
+/// The `ACL SETUSER` line of the template's README for the user `user`
+/// (as the README spells it, with Liquid), for this test's names and
+/// password: the arguments after `ACL SETUSER`.
+fn readme_rule(user: &str) -> Vec<String> {
     let readme = fs::read_to_string(repo_root().join("template/README.md")).unwrap();
+    let start = format!("ACL SETUSER {user} on");
     let line = readme
         .lines()
-        .find(|line| line.starts_with("ACL SETUSER {{worker_name}} on"))
-        .expect("the README gives the worker's ACL rule");
+        .find(|line| line.starts_with(&start))
+        .unwrap_or_else(|| panic!("the README gives no rule `{start} ...`"));
     line.replace("{{worker_name}}", USER)
         .replace("{{stream_slot_prefix}}", &format!("{{{STREAM}}}"))
         .replace("{{stream}}", STREAM)
@@ -123,7 +143,7 @@ impl Run<'_> {
 
 #[test]
 fn the_worker_needs_no_more_than_the_readme_rule() {
-    let binary = build_fault_worker(PROJECT);
+    let binary = fault_worker();
     let redis = RedisServer::start();
     let mut admin = redis.connect();
     redis::cmd("ACL")
@@ -214,4 +234,436 @@ fn the_worker_needs_no_more_than_the_readme_rule() {
     keeper.terminate();
     let status = keeper.wait_for_exit(Duration::from_secs(30));
     assert!(status.success(), "{}", keeper.output());
+}
+
+// ---------------------------------------------------------------------------
+// The operator's commands
+// ---------------------------------------------------------------------------
+
+/// The operator's user, as the README names it.
+fn operator_user() -> String {
+    format!("{USER}-operator")
+}
+
+/// The commands `rule` allows (`xinfo|groups`, ...): its `+` arguments.
+fn allowed_commands(rule: &[String]) -> BTreeSet<String> {
+    rule.iter()
+        .filter_map(|argument| argument.strip_prefix('+'))
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// `ACL LOG`, one line per entry: whose command was refused, and why.
+fn acl_log(admin: &mut redis::Connection) -> Vec<String> {
+    let entries: Vec<HashMap<String, redis::Value>> =
+        redis::cmd("ACL").arg("LOG").query(admin).unwrap();
+    entries
+        .iter()
+        .map(|entry| {
+            let field = |name: &str| match entry.get(name) {
+                Some(redis::Value::BulkString(bytes)) => {
+                    String::from_utf8_lossy(bytes).into_owned()
+                }
+                Some(other) => format!("{other:?}"),
+                None => "?".to_owned(),
+            };
+            format!(
+                "user {} refused `{}` (reason: {}, context: {})",
+                field("username"),
+                field("object"),
+                field("reason"),
+                field("context")
+            )
+        })
+        .collect()
+}
+
+/// How often each command (`xinfo|groups`, ...) was called so far, refused
+/// calls included, from `INFO commandstats`; commands run inside scripts
+/// count too.
+fn command_calls(admin: &mut redis::Connection) -> BTreeMap<String, u64> {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(admin).unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats
+                .split(',')
+                .filter_map(|stat| stat.split_once('='))
+                .filter(|(key, _)| matches!(*key, "calls" | "rejected_calls"))
+                .filter_map(|(_, value)| value.parse::<u64>().ok())
+                .sum();
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
+/// The binary's operator commands as the operator's user, each checked
+/// against `ACL LOG` and its output, with the Redis commands each sent.
+struct Operator<'a> {
+    binary: &'a Path,
+    redis: &'a RedisServer,
+    /// The default user's connection, for `ACL LOG` and `INFO`.
+    admin: redis::Connection,
+    /// Each Redis command sent, with the operator commands that sent it.
+    sent: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Operator<'_> {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(self.binary);
+        scrub_env(&mut command);
+        command
+            .args(args)
+            .env(
+                "REDIS_URL",
+                format!(
+                    "redis://{}:{PASSWORD}@127.0.0.1:{}",
+                    operator_user(),
+                    self.redis.port()
+                ),
+            )
+            .env("REDIS_STREAM", STREAM)
+            .env("REDIS_CONSUMER_GROUP", GROUP);
+        command
+    }
+
+    /// Runs `what`, which returns the output of one operator command `label`;
+    /// notes the Redis commands it sent, and fails if `ACL LOG` has an entry
+    /// or the output says NOPERM.
+    fn watched(&mut self, label: &str, what: impl FnOnce(&Self) -> String) -> String {
+        let before = command_calls(&mut self.admin);
+        let output = what(self);
+        let after = command_calls(&mut self.admin);
+        for (name, calls) in after {
+            // `INFO` is this test's own; `AUTH` needs no permission.
+            if calls > before.get(&name).copied().unwrap_or(0) && name != "info" && name != "auth" {
+                self.sent.entry(name).or_default().insert(label.to_owned());
+            }
+        }
+        let log = acl_log(&mut self.admin);
+        assert!(
+            log.is_empty(),
+            "`{label}` as {} was refused by the README's operator rule:\n{}\noutput:\n{output}",
+            operator_user(),
+            log.join("\n")
+        );
+        // redis-rs spells the error kind `NoPerm`.
+        assert!(
+            !output.to_lowercase().contains("noperm"),
+            "`{label}`: a NOPERM:\n{output}"
+        );
+        output
+    }
+
+    /// Runs the binary with `args` to the end, with `stdin` as its input.
+    fn run(&mut self, args: &[&str], stdin: &str) -> (Output, String) {
+        let mut command = self.command(args);
+        let mut output = None;
+        let text = self.watched(&args.join(" "), |_| {
+            let mut child = command
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("the binary starts");
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(stdin.as_bytes())
+                .unwrap();
+            let done = child.wait_with_output().unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&done.stdout),
+                String::from_utf8_lossy(&done.stderr)
+            );
+            output = Some(done);
+            text
+        });
+        (output.unwrap(), text)
+    }
+
+    /// Runs `args`, which must succeed; returns standard output.
+    fn succeeds(&mut self, args: &[&str]) -> String {
+        self.succeeds_with_input(args, "")
+    }
+
+    /// Runs `args` with `stdin`, which must succeed; returns standard output.
+    fn succeeds_with_input(&mut self, args: &[&str], stdin: &str) -> String {
+        let (output, text) = self.run(args, stdin);
+        assert!(
+            output.status.success(),
+            "`{}` as {} failed ({}):\n{text}",
+            args.join(" "),
+            operator_user(),
+            output.status
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Runs `args`, which must fail saying `reason`; returns its output.
+    fn refuses(&mut self, args: &[&str], reason: &str) -> String {
+        let (output, text) = self.run(args, "");
+        assert!(
+            !output.status.success() && text.contains(reason),
+            "`{}` should have refused ({reason}) but ended with {}:\n{text}",
+            args.join(" "),
+            output.status
+        );
+        text
+    }
+}
+
+/// The number after `word` on the first line of `output` that starts with
+/// it (`removed 12 entries ...`).
+fn number_after(output: &str, word: &str) -> u64 {
+    output
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{word} ")))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or_else(|| panic!("no line `{word} <number> ...` in {output}"))
+}
+
+/// The IDs of the first `count` entries of `stream`.
+fn first_ids(redis: &RedisServer, stream: &str, count: usize) -> Vec<String> {
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(count)
+        .query(&mut redis.connect())
+        .unwrap();
+    reply.ids.into_iter().map(|entry| entry.id).collect()
+}
+
+#[test]
+fn the_operator_commands_need_exactly_the_readme_operator_rule() {
+    let binary = fault_worker();
+    let redis = RedisServer::start();
+    let mut admin = redis.connect();
+    let operator_rule = readme_rule("{{worker_name}}-operator");
+    // Both users, as the README sets them up: the worker makes the dead
+    // letters the operator then handles.
+    for rule in [worker_rule(), operator_rule.clone()] {
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg(&rule)
+            .exec(&mut admin)
+            .unwrap_or_else(|error| panic!("ACL SETUSER {rule:?}: {error}"));
+    }
+    redis::cmd("ACL")
+        .arg("LOG")
+        .arg("RESET")
+        .exec(&mut admin)
+        .unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("template-test-acl-operator-")
+        .tempdir_in(std::env::temp_dir())
+        .unwrap();
+    let mut operator = Operator {
+        binary,
+        redis: &redis,
+        admin: redis.connect(),
+        sent: BTreeMap::new(),
+    };
+
+    // Before there is a stream.
+    let config = operator.succeeds(&["config"]);
+    assert!(
+        config.contains(&format!("redis.stream = {STREAM}")),
+        "{config}"
+    );
+    let status = operator.succeeds(&["status"]);
+    assert!(status.contains("no consumer groups"), "{status}");
+
+    // An entry from 2023 for `trim --max-age`, then `send` in each form.
+    let old = data(1000, "none", 0);
+    redis::cmd("XADD")
+        .arg(&[STREAM, "1700000000000-0", "data", old.as_str()])
+        .exec(&mut admin)
+        .unwrap();
+    let sent = operator.succeeds(&["send", &data(1001, "permanent", 0)]);
+    assert!(sent.contains("added 1 entries"), "{sent}");
+    let lines = [
+        data(1002, "permanent", 0),
+        data(1003, "none", 0),
+        data(1004, "permanent", 0),
+    ]
+    .join("\n");
+    let sent = operator.succeeds_with_input(&["send"], &lines);
+    assert!(sent.contains("added 3 entries"), "{sent}");
+    let sent = operator.succeeds(&["send", "--count", "300"]);
+    assert!(sent.contains("added 300 entries"), "{sent}");
+
+    // The worker, as its own user, dead-letters the three `permanent` ones.
+    let run = Run {
+        binary,
+        redis: &redis,
+        dir: dir.path(),
+    };
+    let mut worker = run.spawn("drainer", &[]);
+    let fine: BTreeSet<u64> = (0..300).chain([1000, 1003]).collect();
+    run.wait_drained(&fine, 3, &mut worker);
+    worker.terminate();
+    assert!(
+        worker.wait_for_exit(DEADLINE).success(),
+        "{}",
+        worker.output()
+    );
+    // And one dead letter of another group, in the worker's format:
+    // replays for this group leave it, a purge deletes it.
+    let first = first_ids(&redis, STREAM, 1).remove(0);
+    redis::cmd("XADD")
+        .arg(format!("{STREAM}:dlq"))
+        .arg("*")
+        .arg(&[
+            ("dlq.original_id", first.as_str()),
+            ("dlq.stream", STREAM),
+            ("dlq.group", "audit"),
+            ("dlq.consumer", "auditor"),
+            ("dlq.deliveries", "1"),
+            ("dlq.reason", "audit said no"),
+            ("dlq.failed_at_ms", "1700000000000"),
+            ("data", old.as_str()),
+        ])
+        .exec(&mut admin)
+        .unwrap();
+
+    // status, once, as JSON and refreshed in place.
+    let status = operator.succeeds(&["status"]);
+    assert!(
+        status.contains(&format!("group {GROUP}: lag 0, pending 0"))
+            && status.contains("drainer")
+            && status.contains("dead letters 4"),
+        "{status}"
+    );
+    let json = operator.succeeds(&["status", "--json"]);
+    let parsed: serde_norway::Value =
+        serde_norway::from_str(&json).unwrap_or_else(|error| panic!("{error}: {json}"));
+    assert_eq!(parsed["dead_letters"].as_u64(), Some(4), "{json}");
+    assert_eq!(parsed["groups"][0]["name"].as_str(), Some(GROUP), "{json}");
+    assert_eq!(
+        parsed["groups"][0]["consumers"][0]["name"].as_str(),
+        Some("drainer"),
+        "{json}"
+    );
+    let watch = operator.command(&["status", "--watch", "--interval", "1"]);
+    let watched = operator.watched("status --watch", |_| {
+        let mut watch = Process::spawn("status --watch", watch);
+        wait_until(DEADLINE, "a refresh of status --watch", || {
+            watch.assert_running();
+            let out = watch.stdout();
+            if out.contains("refreshing every 1s") && out.contains("acknowledged/s") {
+                Ok(())
+            } else {
+                Err(watch.output())
+            }
+        });
+        watch.terminate();
+        let status = watch.wait_for_exit(DEADLINE);
+        assert!(status.success(), "{}", watch.output());
+        watch.output()
+    });
+    assert!(watched.contains(&format!("group {GROUP}")), "{watched}");
+
+    // dlq: list, replay (dry run, one by ID, the rest of the group's),
+    // purge.
+    let list = operator.succeeds(&["dlq", "list"]);
+    let mine: Vec<&str> = list
+        .lines()
+        .filter(|line| line.contains(&format!("  group {GROUP}  ")))
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    assert_eq!(mine.len(), 3, "{list}");
+    assert!(list.contains("group audit"), "{list}");
+    let json = operator.succeeds(&["dlq", "list", "--json", "--count", "10"]);
+    let parsed: serde_norway::Value =
+        serde_norway::from_str(&json).unwrap_or_else(|error| panic!("{error}: {json}"));
+    assert_eq!(parsed.as_sequence().map(Vec::len), Some(4), "{json}");
+    let dry = operator.succeeds(&["dlq", "replay", "--dry-run"]);
+    assert!(dry.contains("dry run: would move 3 dead letters"), "{dry}");
+    assert_eq!(redis.xlen(&format!("{STREAM}:dlq")), 4, "a dry run moved");
+    let one = operator.succeeds(&["dlq", "replay", mine[0]]);
+    assert!(one.contains("moved 1 dead letters"), "{one}");
+    let rest = operator.succeeds(&["dlq", "replay"]);
+    assert!(rest.contains("moved 2 dead letters"), "{rest}");
+    let purged = operator.succeeds(&["dlq", "purge", "--yes"]);
+    assert!(purged.contains("deleted 1 dead letters"), "{purged}");
+    assert_eq!(redis.xlen(&format!("{STREAM}:dlq")), 0);
+
+    // trim. The three replays at the end of the stream are not delivered
+    // to the group yet (the worker is stopped): a trim past them refuses.
+    let length = redis.xlen(STREAM);
+    assert_eq!(length, 1 + 1 + 3 + 300 + 3);
+    operator.refuses(
+        &["trim", "--maxlen", "0"],
+        &format!("undelivered in group(s) {GROUP}; nothing was removed"),
+    );
+    assert_eq!(redis.xlen(STREAM), length, "a refused trim removed entries");
+    // One of them delivered and not acknowledged: pending, it refuses too.
+    redis::cmd("XREADGROUP")
+        .arg(&["GROUP", GROUP, "holder", "COUNT", "1"])
+        .arg(&["STREAMS", STREAM, ">"])
+        .exec(&mut admin)
+        .unwrap();
+    operator.refuses(
+        &["trim", "--maxlen", "1"],
+        &format!("still pending or undelivered in group(s) {GROUP}"),
+    );
+    assert_eq!(redis.xlen(STREAM), length, "a refused trim removed entries");
+    let dry = operator.succeeds(&["trim", "--maxlen", "0", "--dry-run"]);
+    assert!(
+        dry.contains("without --force the trim would refuse"),
+        "{dry}"
+    );
+    let aged = operator.succeeds(&["trim", "--max-age", "1d", "--exact"]);
+    assert_eq!(number_after(&aged, "removed"), 1, "{aged}");
+    let keep = (length - 1 - 2).to_string();
+    let dry = operator.succeeds(&["trim", "--maxlen", &keep, "--exact", "--dry-run"]);
+    assert!(dry.contains("dry run: would remove 2 entries"), "{dry}");
+    let third = first_ids(&redis, STREAM, 3).remove(2);
+    let cut = operator.succeeds(&["trim", "--minid", &third, "--exact"]);
+    assert_eq!(number_after(&cut, "removed"), 2, "{cut}");
+    let approximate = operator.succeeds(&["trim", "--maxlen", "10"]);
+    assert!(
+        number_after(&approximate, "removed") > 0,
+        "whole nodes before the cut: {approximate}"
+    );
+    let forced = operator.succeeds(&["trim", "--maxlen", "0", "--exact", "--force"]);
+    assert!(
+        forced.contains(&format!("not yet processed by group(s) {GROUP}")),
+        "{forced}"
+    );
+    assert_eq!(redis.xlen(STREAM), 0, "{forced}");
+
+    // Every command the rule allows was needed, and nothing else was sent.
+    let allowed = allowed_commands(&operator_rule);
+    let sent: BTreeSet<String> = operator.sent.keys().cloned().collect();
+    let by_whom = |commands: &BTreeSet<&String>| -> String {
+        commands
+            .iter()
+            .map(|command| match operator.sent.get(*command) {
+                Some(senders) => format!("{command} (sent by {senders:?})"),
+                None => command.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let unlisted: BTreeSet<&String> = sent.difference(&allowed).collect();
+    assert!(
+        unlisted.is_empty(),
+        "the README's operator rule does not name every command sent: {}",
+        by_whom(&unlisted)
+    );
+    let unused: BTreeSet<&String> = allowed.difference(&sent).collect();
+    assert!(
+        unused.is_empty(),
+        "the README's operator rule allows commands no operator command sent: {}",
+        by_whom(&unused)
+    );
+    let log = acl_log(&mut admin);
+    assert!(log.is_empty(), "ACL LOG:\n{}", log.join("\n"));
 }
