@@ -19,6 +19,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use common::cluster::RedisCluster;
 use common::{Process, RedisServer, build_fault_worker, repo_root, scrub_env, wait_until};
 
 const PROJECT: &str = "acl-worker";
@@ -301,46 +302,85 @@ fn command_calls(admin: &mut redis::Connection) -> BTreeMap<String, u64> {
 /// against `ACL LOG` and its output, with the Redis commands each sent.
 struct Operator<'a> {
     binary: &'a Path,
-    redis: &'a RedisServer,
-    /// The default user's connection, for `ACL LOG` and `INFO`.
-    admin: redis::Connection,
+    /// `REDIS_URL`: every node, with the operator's user and password.
+    url: String,
+    /// Whether the nodes are a Redis Cluster.
+    cluster: bool,
+    /// The dead-letter stream the commands use.
+    dead_letter_stream: String,
+    /// The default user's connection to every node, for `ACL LOG` and
+    /// `INFO`.
+    admins: Vec<redis::Connection>,
     /// Each Redis command sent, with the operator commands that sent it.
     sent: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl Operator<'_> {
+    /// The operator on `nodes`, one server or the nodes of a cluster.
+    fn new<'a>(binary: &'a Path, nodes: &[RedisServer], cluster: bool) -> Operator<'a> {
+        let user = operator_user();
+        let url = nodes
+            .iter()
+            .map(|node| format!("redis://{user}:{PASSWORD}@127.0.0.1:{}", node.port()))
+            .collect::<Vec<_>>()
+            .join(",");
+        Operator {
+            binary,
+            url,
+            cluster,
+            // As the worker names it: on a cluster the stream is its hash tag.
+            dead_letter_stream: if cluster {
+                format!("{{{STREAM}}}:dlq")
+            } else {
+                format!("{STREAM}:dlq")
+            },
+            admins: nodes.iter().map(RedisServer::connect).collect(),
+            sent: BTreeMap::new(),
+        }
+    }
+
     fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(self.binary);
         scrub_env(&mut command);
         command
             .args(args)
-            .env(
-                "REDIS_URL",
-                format!(
-                    "redis://{}:{PASSWORD}@127.0.0.1:{}",
-                    operator_user(),
-                    self.redis.port()
-                ),
-            )
+            .env("REDIS_URL", &self.url)
+            .env("REDIS_CLUSTER", self.cluster.to_string())
             .env("REDIS_STREAM", STREAM)
             .env("REDIS_CONSUMER_GROUP", GROUP);
         command
+    }
+
+    /// How often each command was called so far, on all nodes together.
+    fn command_calls(&mut self) -> BTreeMap<String, u64> {
+        let mut total = BTreeMap::new();
+        for admin in &mut self.admins {
+            for (name, calls) in command_calls(admin) {
+                *total.entry(name).or_default() += calls;
+            }
+        }
+        total
+    }
+
+    /// `ACL LOG` of every node.
+    fn acl_log(&mut self) -> Vec<String> {
+        self.admins.iter_mut().flat_map(acl_log).collect()
     }
 
     /// Runs `what`, which returns the output of one operator command `label`;
     /// notes the Redis commands it sent, and fails if `ACL LOG` has an entry
     /// or the output says NOPERM.
     fn watched(&mut self, label: &str, what: impl FnOnce(&Self) -> String) -> String {
-        let before = command_calls(&mut self.admin);
+        let before = self.command_calls();
         let output = what(self);
-        let after = command_calls(&mut self.admin);
+        let after = self.command_calls();
         for (name, calls) in after {
             // `INFO` is this test's own; `AUTH` needs no permission.
             if calls > before.get(&name).copied().unwrap_or(0) && name != "info" && name != "auth" {
                 self.sent.entry(name).or_default().insert(label.to_owned());
             }
         }
-        let log = acl_log(&mut self.admin);
+        let log = self.acl_log();
         assert!(
             log.is_empty(),
             "`{label}` as {} was refused by the README's operator rule:\n{}\noutput:\n{output}",
@@ -427,50 +467,54 @@ fn number_after(output: &str, word: &str) -> u64 {
 }
 
 /// The IDs of the first `count` entries of `stream`.
-fn first_ids(redis: &RedisServer, stream: &str, count: usize) -> Vec<String> {
+fn first_ids(node: &mut redis::Connection, stream: &str, count: usize) -> Vec<String> {
     let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
         .arg(stream)
         .arg("-")
         .arg("+")
         .arg("COUNT")
         .arg(count)
-        .query(&mut redis.connect())
+        .query(node)
         .unwrap();
     reply.ids.into_iter().map(|entry| entry.id).collect()
 }
 
-#[test]
-fn the_operator_commands_need_exactly_the_readme_operator_rule() {
-    let binary = fault_worker();
-    let redis = RedisServer::start();
-    let mut admin = redis.connect();
-    let operator_rule = readme_rule("{{worker_name}}-operator");
-    // Both users, as the README sets them up: the worker makes the dead
-    // letters the operator then handles.
-    for rule in [worker_rule(), operator_rule.clone()] {
-        redis::cmd("ACL")
-            .arg("SETUSER")
-            .arg(&rule)
-            .exec(&mut admin)
-            .unwrap_or_else(|error| panic!("ACL SETUSER {rule:?}: {error}"));
-    }
-    redis::cmd("ACL")
-        .arg("LOG")
-        .arg("RESET")
-        .exec(&mut admin)
-        .unwrap();
-    let dir = tempfile::Builder::new()
-        .prefix("template-test-acl-operator-")
-        .tempdir_in(std::env::temp_dir())
-        .unwrap();
-    let mut operator = Operator {
-        binary,
-        redis: &redis,
-        admin: redis.connect(),
-        sent: BTreeMap::new(),
-    };
+/// `XLEN key` (0 for a key that does not exist).
+fn xlen(node: &mut redis::Connection, key: &str) -> usize {
+    redis::cmd("XLEN").arg(key).query(node).unwrap()
+}
 
-    // Before there is a stream.
+/// Adds a dead letter of `group` for the entry `original_id` to
+/// `dead_letter_stream`, in the format the worker writes.
+fn add_dead_letter(
+    node: &mut redis::Connection,
+    dead_letter_stream: &str,
+    original_id: &str,
+    group: &str,
+    data: &str,
+) {
+    redis::cmd("XADD")
+        .arg(dead_letter_stream)
+        .arg("*")
+        .arg(&[
+            ("dlq.original_id", original_id),
+            ("dlq.stream", STREAM),
+            ("dlq.group", group),
+            ("dlq.consumer", "c"),
+            ("dlq.deliveries", "1"),
+            ("dlq.reason", "downstream said no"),
+            ("dlq.failed_at_ms", "1700000000000"),
+            ("data", data),
+        ])
+        .exec(node)
+        .unwrap();
+}
+
+/// `config` and `status` before there is a stream, then an entry from 2023
+/// (for `trim --max-age`, added on `node`, which holds the stream) and
+/// `send` in each form: an argument, lines on stdin and `--count 300`.
+/// Three of the entries ask to fail (`n` 1001, 1002, 1004).
+fn config_status_and_send(operator: &mut Operator, node: &mut redis::Connection) {
     let config = operator.succeeds(&["config"]);
     assert!(
         config.contains(&format!("redis.stream = {STREAM}")),
@@ -479,11 +523,10 @@ fn the_operator_commands_need_exactly_the_readme_operator_rule() {
     let status = operator.succeeds(&["status"]);
     assert!(status.contains("no consumer groups"), "{status}");
 
-    // An entry from 2023 for `trim --max-age`, then `send` in each form.
     let old = data(1000, "none", 0);
     redis::cmd("XADD")
         .arg(&[STREAM, "1700000000000-0", "data", old.as_str()])
-        .exec(&mut admin)
+        .exec(node)
         .unwrap();
     let sent = operator.succeeds(&["send", &data(1001, "permanent", 0)]);
     assert!(sent.contains("added 1 entries"), "{sent}");
@@ -497,46 +540,30 @@ fn the_operator_commands_need_exactly_the_readme_operator_rule() {
     assert!(sent.contains("added 3 entries"), "{sent}");
     let sent = operator.succeeds(&["send", "--count", "300"]);
     assert!(sent.contains("added 300 entries"), "{sent}");
+}
 
-    // The worker, as its own user, dead-letters the three `permanent` ones.
-    let run = Run {
-        binary,
-        redis: &redis,
-        dir: dir.path(),
-    };
-    let mut worker = run.spawn("drainer", &[]);
-    let fine: BTreeSet<u64> = (0..300).chain([1000, 1003]).collect();
-    run.wait_drained(&fine, 3, &mut worker);
-    worker.terminate();
-    assert!(
-        worker.wait_for_exit(DEADLINE).success(),
-        "{}",
-        worker.output()
+/// With the group at the end of the stream, `consumer` in it, and three
+/// dead letters of it: `status` in each form, `dlq` in each form and `trim`
+/// in each form, ending with an empty stream. `node` holds the stream and
+/// its dead letters.
+fn status_dlq_and_trim(operator: &mut Operator, node: &mut redis::Connection, consumer: &str) {
+    // One dead letter of another group: replays for this group leave it,
+    // a purge deletes it.
+    let dead_letter_stream = operator.dead_letter_stream.clone();
+    let first = first_ids(node, STREAM, 1).remove(0);
+    add_dead_letter(
+        node,
+        &dead_letter_stream,
+        &first,
+        "audit",
+        &data(1000, "none", 0),
     );
-    // And one dead letter of another group, in the worker's format:
-    // replays for this group leave it, a purge deletes it.
-    let first = first_ids(&redis, STREAM, 1).remove(0);
-    redis::cmd("XADD")
-        .arg(format!("{STREAM}:dlq"))
-        .arg("*")
-        .arg(&[
-            ("dlq.original_id", first.as_str()),
-            ("dlq.stream", STREAM),
-            ("dlq.group", "audit"),
-            ("dlq.consumer", "auditor"),
-            ("dlq.deliveries", "1"),
-            ("dlq.reason", "audit said no"),
-            ("dlq.failed_at_ms", "1700000000000"),
-            ("data", old.as_str()),
-        ])
-        .exec(&mut admin)
-        .unwrap();
 
     // status, once, as JSON and refreshed in place.
     let status = operator.succeeds(&["status"]);
     assert!(
         status.contains(&format!("group {GROUP}: lag 0, pending 0"))
-            && status.contains("drainer")
+            && status.contains(consumer)
             && status.contains("dead letters 4"),
         "{status}"
     );
@@ -547,7 +574,7 @@ fn the_operator_commands_need_exactly_the_readme_operator_rule() {
     assert_eq!(parsed["groups"][0]["name"].as_str(), Some(GROUP), "{json}");
     assert_eq!(
         parsed["groups"][0]["consumers"][0]["name"].as_str(),
-        Some("drainer"),
+        Some(consumer),
         "{json}"
     );
     let watch = operator.command(&["status", "--watch", "--interval", "1"]);
@@ -585,35 +612,35 @@ fn the_operator_commands_need_exactly_the_readme_operator_rule() {
     assert_eq!(parsed.as_sequence().map(Vec::len), Some(4), "{json}");
     let dry = operator.succeeds(&["dlq", "replay", "--dry-run"]);
     assert!(dry.contains("dry run: would move 3 dead letters"), "{dry}");
-    assert_eq!(redis.xlen(&format!("{STREAM}:dlq")), 4, "a dry run moved");
+    assert_eq!(xlen(node, &dead_letter_stream), 4, "a dry run moved");
     let one = operator.succeeds(&["dlq", "replay", mine[0]]);
     assert!(one.contains("moved 1 dead letters"), "{one}");
     let rest = operator.succeeds(&["dlq", "replay"]);
     assert!(rest.contains("moved 2 dead letters"), "{rest}");
     let purged = operator.succeeds(&["dlq", "purge", "--yes"]);
     assert!(purged.contains("deleted 1 dead letters"), "{purged}");
-    assert_eq!(redis.xlen(&format!("{STREAM}:dlq")), 0);
+    assert_eq!(xlen(node, &dead_letter_stream), 0);
 
     // trim. The three replays at the end of the stream are not delivered
     // to the group yet (the worker is stopped): a trim past them refuses.
-    let length = redis.xlen(STREAM);
+    let length = xlen(node, STREAM);
     assert_eq!(length, 1 + 1 + 3 + 300 + 3);
     operator.refuses(
         &["trim", "--maxlen", "0"],
         &format!("undelivered in group(s) {GROUP}; nothing was removed"),
     );
-    assert_eq!(redis.xlen(STREAM), length, "a refused trim removed entries");
+    assert_eq!(xlen(node, STREAM), length, "a refused trim removed entries");
     // One of them delivered and not acknowledged: pending, it refuses too.
     redis::cmd("XREADGROUP")
         .arg(&["GROUP", GROUP, "holder", "COUNT", "1"])
         .arg(&["STREAMS", STREAM, ">"])
-        .exec(&mut admin)
+        .exec(node)
         .unwrap();
     operator.refuses(
         &["trim", "--maxlen", "1"],
         &format!("still pending or undelivered in group(s) {GROUP}"),
     );
-    assert_eq!(redis.xlen(STREAM), length, "a refused trim removed entries");
+    assert_eq!(xlen(node, STREAM), length, "a refused trim removed entries");
     let dry = operator.succeeds(&["trim", "--maxlen", "0", "--dry-run"]);
     assert!(
         dry.contains("without --force the trim would refuse"),
@@ -624,7 +651,7 @@ fn the_operator_commands_need_exactly_the_readme_operator_rule() {
     let keep = (length - 1 - 2).to_string();
     let dry = operator.succeeds(&["trim", "--maxlen", &keep, "--exact", "--dry-run"]);
     assert!(dry.contains("dry run: would remove 2 entries"), "{dry}");
-    let third = first_ids(&redis, STREAM, 3).remove(2);
+    let third = first_ids(node, STREAM, 3).remove(2);
     let cut = operator.succeeds(&["trim", "--minid", &third, "--exact"]);
     assert_eq!(number_after(&cut, "removed"), 2, "{cut}");
     let approximate = operator.succeeds(&["trim", "--maxlen", "10"]);
@@ -637,10 +664,14 @@ fn the_operator_commands_need_exactly_the_readme_operator_rule() {
         forced.contains(&format!("not yet processed by group(s) {GROUP}")),
         "{forced}"
     );
-    assert_eq!(redis.xlen(STREAM), 0, "{forced}");
+    assert_eq!(xlen(node, STREAM), 0, "{forced}");
+}
 
-    // Every command the rule allows was needed, and nothing else was sent.
-    let allowed = allowed_commands(&operator_rule);
+/// Fails unless the commands `rule` allows are those the operator's
+/// commands sent, but for `unused_here` (allowed, and not needed in this
+/// test's conditions).
+fn assert_exactly_what_was_sent(operator: &Operator, rule: &[String], unused_here: &[&str]) {
+    let allowed = allowed_commands(rule);
     let sent: BTreeSet<String> = operator.sent.keys().cloned().collect();
     let by_whom = |commands: &BTreeSet<&String>| -> String {
         commands
@@ -658,12 +689,149 @@ fn the_operator_commands_need_exactly_the_readme_operator_rule() {
         "the README's operator rule does not name every command sent: {}",
         by_whom(&unlisted)
     );
-    let unused: BTreeSet<&String> = allowed.difference(&sent).collect();
+    let unused: BTreeSet<&String> = allowed
+        .difference(&sent)
+        .filter(|command| !unused_here.contains(&command.as_str()))
+        .collect();
     assert!(
         unused.is_empty(),
         "the README's operator rule allows commands no operator command sent: {}",
         by_whom(&unused)
     );
+}
+
+#[test]
+fn the_operator_commands_need_exactly_the_readme_operator_rule() {
+    let binary = fault_worker();
+    let redis = RedisServer::start();
+    let mut admin = redis.connect();
+    let operator_rule = readme_rule("{{worker_name}}-operator");
+    // Both users, as the README sets them up: the worker makes the dead
+    // letters the operator then handles.
+    for rule in [worker_rule(), operator_rule.clone()] {
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg(&rule)
+            .exec(&mut admin)
+            .unwrap_or_else(|error| panic!("ACL SETUSER {rule:?}: {error}"));
+    }
+    redis::cmd("ACL")
+        .arg("LOG")
+        .arg("RESET")
+        .exec(&mut admin)
+        .unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("template-test-acl-operator-")
+        .tempdir_in(std::env::temp_dir())
+        .unwrap();
+    let mut operator = Operator::new(binary, std::slice::from_ref(&redis), false);
+
+    config_status_and_send(&mut operator, &mut admin);
+    // The worker, as its own user, dead-letters the three that fail.
+    let run = Run {
+        binary,
+        redis: &redis,
+        dir: dir.path(),
+    };
+    let mut worker = run.spawn("drainer", &[]);
+    let fine: BTreeSet<u64> = (0..300).chain([1000, 1003]).collect();
+    run.wait_drained(&fine, 3, &mut worker);
+    worker.terminate();
+    assert!(
+        worker.wait_for_exit(DEADLINE).success(),
+        "{}",
+        worker.output()
+    );
+    status_dlq_and_trim(&mut operator, &mut admin, "drainer");
+
+    assert_exactly_what_was_sent(&operator, &operator_rule, &[]);
     let log = acl_log(&mut admin);
+    assert!(log.is_empty(), "ACL LOG:\n{}", log.join("\n"));
+}
+
+/// What the README adds to the operator's rule on a cluster: the words of
+/// "On a cluster add `...`" after that rule.
+fn readme_cluster_additions() -> Vec<String> {
+    let readme = fs::read_to_string(repo_root().join("template/README.md")).unwrap();
+    let readme = readme.split_whitespace().collect::<Vec<_>>().join(" ");
+    let rule = readme
+        .find("ACL SETUSER {{worker_name}}-operator on")
+        .expect("the README gives the operator's rule");
+    let sentence = "On a cluster add `";
+    let start = readme[rule..]
+        .find(sentence)
+        .map(|at| rule + at + sentence.len())
+        .unwrap_or_else(|| panic!("no \"{sentence}...`\" after the operator's rule"));
+    let end = start + readme[start..].find('`').unwrap();
+    readme[start..end]
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The same on a Redis Cluster of three masters, with the operator's rule
+/// changed as the README says for a cluster: the cluster's dead-letter
+/// name in the key pattern, and the commands it adds. The dead letters are
+/// written as the worker writes them; `ASKING` is only sent while a slot
+/// moves, so it goes unused here.
+#[test]
+fn the_operator_commands_on_a_cluster_need_the_readme_rule_and_its_cluster_additions() {
+    let binary = fault_worker();
+    let cluster = RedisCluster::start(3);
+    let mut operator = Operator::new(binary, cluster.servers(), true);
+    let plain_dead_letters = format!("~{STREAM}:dlq");
+    let mut operator_rule: Vec<String> = readme_rule("{{worker_name}}-operator")
+        .into_iter()
+        .map(|argument| {
+            if argument == plain_dead_letters {
+                format!("~{}", operator.dead_letter_stream)
+            } else {
+                argument
+            }
+        })
+        .collect();
+    operator_rule.extend(readme_cluster_additions());
+    for node in cluster.servers() {
+        let mut admin = node.connect();
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg(&operator_rule)
+            .exec(&mut admin)
+            .unwrap_or_else(|error| panic!("ACL SETUSER {operator_rule:?}: {error}"));
+        redis::cmd("ACL")
+            .arg("LOG")
+            .arg("RESET")
+            .exec(&mut admin)
+            .unwrap();
+    }
+    let mut node = cluster.connect_for(STREAM);
+
+    config_status_and_send(&mut operator, &mut node);
+    // The group at the end of the stream, a consumer in it, and a dead
+    // letter of it for each entry that asked to fail.
+    redis::cmd("XGROUP")
+        .arg(&["CREATE", STREAM, GROUP, "$"])
+        .exec(&mut node)
+        .unwrap();
+    redis::cmd("XGROUP")
+        .arg(&["CREATECONSUMER", STREAM, GROUP, "reader"])
+        .exec(&mut node)
+        .unwrap();
+    let dead_letter_stream = operator.dead_letter_stream.clone();
+    for (id, n) in first_ids(&mut node, STREAM, 5).iter().zip(1000..).skip(1) {
+        if n != 1003 {
+            add_dead_letter(
+                &mut node,
+                &dead_letter_stream,
+                id,
+                GROUP,
+                &data(n, "permanent", 0),
+            );
+        }
+    }
+    status_dlq_and_trim(&mut operator, &mut node, "reader");
+
+    assert_exactly_what_was_sent(&operator, &operator_rule, &["asking"]);
+    let log = operator.acl_log();
     assert!(log.is_empty(), "ACL LOG:\n{}", log.join("\n"));
 }
