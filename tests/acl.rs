@@ -6,8 +6,9 @@
 //! takes over a dead consumer's entries, dead-letters poison and removes
 //! idle consumers. As the operator's user every operator command runs:
 //! `status`, `send`, `dlq list`, `replay` and `purge`, `trim` in each form
-//! and `config`. `ACL LOG` stays empty, no output says NOPERM, and the
-//! operator's rule allows no command that none of them sends.
+//! and `config`, on one server and on a cluster (with what the README adds
+//! to the rule there). `ACL LOG` stays empty, no output says NOPERM, and
+//! the operator's rule allows no command that none of them sends.
 
 mod common;
 
@@ -162,7 +163,7 @@ fn the_worker_needs_no_more_than_the_readme_rule() {
         .tempdir_in(std::env::temp_dir())
         .unwrap();
     let run = Run {
-        binary: &binary,
+        binary,
         redis: &redis,
         dir: dir.path(),
     };
@@ -622,7 +623,7 @@ fn status_dlq_and_trim(operator: &mut Operator, node: &mut redis::Connection, co
     assert_eq!(xlen(node, &dead_letter_stream), 0);
 
     // trim. The three replays at the end of the stream are not delivered
-    // to the group yet (the worker is stopped): a trim past them refuses.
+    // to the group yet (no worker runs): a trim past them refuses.
     let length = xlen(node, STREAM);
     assert_eq!(length, 1 + 1 + 3 + 300 + 3);
     operator.refuses(
