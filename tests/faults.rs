@@ -270,7 +270,7 @@ impl Scenario {
             .env("REDIS_STREAM", &self.stream)
             .env("REDIS_CONSUMER_GROUP", &self.group)
             .env("REDIS_CONSUMER_NAME", consumer)
-            .env("REDIS_BLOCK_TIMEOUT", BLOCK_TIMEOUT_MS.to_string())
+            .env("REDIS_BLOCK_TIMEOUT_MS", BLOCK_TIMEOUT_MS.to_string())
             .env("METRICS_ADDR", "127.0.0.1:0")
             .env("LOG_FORMAT", "json")
             .env("LOG_LEVEL", "info")
@@ -663,7 +663,7 @@ fn dead_consumers_entries_are_taken_over() {
     let common = [
         ("WORKER_CLAIM_IDLE_MS", claim_idle.as_str()),
         ("WORKER_CLAIM_INTERVAL_MS", claim_interval.as_str()),
-        ("REDIS_BLOCK_TIMEOUT", block.as_str()),
+        ("REDIS_BLOCK_TIMEOUT_MS", block.as_str()),
         ("WORKER_BATCH_SIZE", "50"),
     ];
     let slow_env: Vec<(&str, &str)> = common
@@ -1494,6 +1494,121 @@ fn slow_but_live_workers_keep_their_entries() {
     );
     assert_eq!(scenario.redis().xlen(&scenario.dead_letter_stream()), 0);
     scenario.done("8 entries of 3 s each kept by their live worker against claim_idle 1 s");
+}
+
+/// A worker frozen for longer than `claim_idle_ms` (SIGSTOP here; a long
+/// pause or a cut-off network look the same to Redis) loses the entries it
+/// was processing to another consumer, and once it wakes its heartbeat
+/// leaves them there: from the takeover on they stay the other consumer's
+/// in `XPENDING`, the woken worker logs each one as taken over, and no
+/// entry is processed more than twice (once by each worker).
+///
+/// `w2` beats half as often as `w1` (`claim_idle_ms` 2 s against 1 s): a
+/// heartbeat that claimed whatever it was given would hand the entries back
+/// to `w1` for at least half of the watch, so polling cannot miss it.
+#[test]
+fn a_frozen_worker_that_wakes_leaves_taken_over_entries_alone() {
+    const TOTAL: usize = 4;
+    /// Long enough that `w1`'s calls are still running when it wakes and
+    /// for the whole watch after that.
+    const CALL_MS: u64 = 12_000;
+    const WATCH: Duration = Duration::from_secs(2);
+    let mut scenario = Scenario::new("frozen_takeover");
+    let settings = |claim_idle_ms: &'static str| {
+        [
+            ("WORKER_CLAIM_IDLE_MS", claim_idle_ms),
+            ("WORKER_CLAIM_INTERVAL_MS", "200"),
+            ("WORKER_PROCESS_TIMEOUT_MS", "30000"),
+            ("WORKER_CONCURRENCY", "8"),
+        ]
+    };
+    let first = scenario.spawn("w1", &settings("1000"));
+    let entries: Vec<String> = (0..TOTAL).map(|n| data(n, "none", CALL_MS)).collect();
+    let ids: BTreeSet<String> = scenario.add_atomically(&entries).into_iter().collect();
+    scenario.wait_for(
+        Duration::from_secs(30),
+        "w1 to hold every entry",
+        |scenario| {
+            if scenario.group().is_none() {
+                return Err("no group yet".to_owned());
+            }
+            match scenario.pending_ids(Some("w1")) {
+                held if held == ids => Ok(()),
+                held => Err(format!("w1 holds {held:?}")),
+            }
+        },
+    );
+    let second = scenario.spawn("w2", &settings("2000"));
+    let (stream, group) = (scenario.stream.clone(), scenario.group.clone());
+    scenario.wait_for(Duration::from_secs(30), "w2 in the group", |scenario| {
+        let consumers = scenario.redis().consumers(&stream, &group);
+        if consumers.iter().any(|consumer| consumer.name == "w2") {
+            Ok(())
+        } else {
+            Err(format!("{consumers:?}"))
+        }
+    });
+
+    scenario.worker(first).signal(libc::SIGSTOP);
+    let frozen = Instant::now();
+    scenario.wait_for(
+        Duration::from_secs(20),
+        "w2 to take over w1's entries",
+        |scenario| match scenario.pending_ids(Some("w2")) {
+            held if held == ids => Ok(()),
+            held => Err(format!("w2 holds {held:?}")),
+        },
+    );
+    scenario.worker(first).signal(libc::SIGCONT);
+    let frozen_for = frozen.elapsed();
+
+    // Watch through several heartbeats of each worker.
+    let woke = Instant::now();
+    while woke.elapsed() < WATCH {
+        scenario.check_workers();
+        let by_w1 = scenario.pending_ids(Some("w1"));
+        assert!(
+            by_w1.is_empty(),
+            "{:?} after waking, w1 took back {by_w1:?}, which w2 had taken over and is processing",
+            woke.elapsed()
+        );
+        assert_eq!(scenario.pending_ids(Some("w2")), ids, "w2's pending list");
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        scenario.record_live().calls.is_empty(),
+        "a call ended during the watch; make CALL_MS longer"
+    );
+
+    // w1's calls end first and are acknowledged; w2's end later.
+    scenario.wait_drained(TOTAL, Duration::from_secs(60));
+    let record_file = scenario.record.clone();
+    scenario.wait_for(
+        Duration::from_secs(30),
+        "w2's calls to end",
+        |_| match Record::count_lines(&record_file) {
+            calls if calls >= 2 * TOTAL => Ok(()),
+            calls => Err(format!("{calls} calls")),
+        },
+    );
+    scenario.assert_all_acknowledged();
+    let record = scenario.record();
+    let mut pids = [scenario.pid(first), scenario.pid(second)];
+    pids.sort_unstable();
+    for id in &ids {
+        let mut calls = record.pids_of(id);
+        calls.sort_unstable();
+        assert_eq!(calls, pids, "the processes that called {id}");
+    }
+    let warnings = scenario.log_lines(first, "taken over by another consumer");
+    for id in &ids {
+        let count = warnings.iter().filter(|line| line.contains(id)).count();
+        assert_eq!(count, 1, "warnings naming {id}: {warnings:#?}");
+    }
+    assert_eq!(warnings.len(), TOTAL, "{warnings:#?}");
+    scenario.done(format!(
+        "{TOTAL} entries stayed w2's after w1 woke from a {frozen_for:.1?} freeze"
+    ));
 }
 
 /// The retry delay counts from the failure: an entry that fails after

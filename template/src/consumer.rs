@@ -7,6 +7,10 @@
 //! behind a blocked read. A connection that fails is dropped and made again
 //! on next use; the caller decides how long to wait before that.
 //!
+//! The heartbeat ([`Consumer::touch`]) is a script, `consumer/touch.lua`:
+//! it keeps only the entries still this consumer's, so a worker that wakes
+//! from a freeze never takes back what another consumer took over.
+//!
 //! A non-blocking read can also be sent ahead ([`Consumer::read_ahead`],
 //! in `consumer/read_ahead.rs`): Redis prepares the next batch while the
 //! worker processes this one.
@@ -66,6 +70,16 @@ pub struct Pending {
     pub deliveries: u64,
 }
 
+/// An entry [`Consumer::touch`] found no longer this consumer's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakenOver {
+    /// The entry ID.
+    pub id: String,
+    /// The consumer that holds it now; `None` when none does: it was
+    /// acknowledged (by any consumer), or the group was recreated.
+    pub holder: Option<String>,
+}
+
 /// Names that identify this consumer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Names {
@@ -111,6 +125,13 @@ impl std::fmt::Debug for Consumer {
             .finish()
     }
 }
+
+/// See `consumer/touch.lua`.
+const TOUCH: &str = include_str!("consumer/touch.lua");
+
+/// IDs per call of [`TOUCH`]: it unpacks them onto the Lua stack, and a
+/// call runs atomically, so this also bounds how long Redis is busy with it.
+const TOUCH_BATCH: usize = 1_000;
 
 /// Removes `ARGV[1]` from group `ARGV[2]` of stream `KEYS[1]` if it is idle
 /// for at least `ARGV[3]` ms and holds no pending entries. Atomic, so an
@@ -378,23 +399,34 @@ impl Consumer {
         parse_entries("XCLAIM", reply)
     }
 
-    /// Resets the idle time of those of `ids` still pending, without
-    /// counting a delivery (`XCLAIM <self> 0 ... JUSTID`). The heartbeat of
-    /// entries in flight or read ahead, so no other consumer takes over an
-    /// entry this live one holds; and the start of a failed entry's retry
-    /// delay, so the backoff counts from the failure.
-    pub async fn touch(&mut self, ids: &[String]) -> Result<(), Error> {
-        if ids.is_empty() {
-            return Ok(());
+    /// Resets the idle time of those of `ids` still pending for this
+    /// consumer, without counting a delivery, and returns the others (see
+    /// `consumer/touch.lua`). The heartbeat of entries in flight or read
+    /// ahead, so no other consumer takes over an entry this live one holds;
+    /// and the start of a failed entry's retry delay, so the backoff counts
+    /// from the failure. An entry another consumer took over while this one
+    /// did not answer stays that consumer's.
+    pub async fn touch(&mut self, ids: &[String]) -> Result<Vec<TakenOver>, Error> {
+        let script = redis::Script::new(TOUCH);
+        let mut taken_over = Vec::new();
+        for batch in ids.chunks(TOUCH_BATCH) {
+            let mut invocation = script.prepare_invoke();
+            invocation
+                .key(&self.names.stream)
+                .arg(&self.names.group)
+                .arg(&self.names.consumer)
+                .arg(batch);
+            let lost: Vec<(String, String)> = self
+                .on(Connections::commands, async |connection| {
+                    invocation.invoke_async(connection).await
+                })
+                .await?;
+            taken_over.extend(lost.into_iter().map(|(id, holder)| TakenOver {
+                id,
+                holder: (!holder.is_empty()).then_some(holder),
+            }));
         }
-        let mut cmd = redis::cmd("XCLAIM");
-        cmd.arg(&self.names.stream)
-            .arg(&self.names.group)
-            .arg(&self.names.consumer)
-            .arg(0)
-            .arg(ids)
-            .arg("JUSTID");
-        self.command::<Value>(&cmd).await.map(drop)
+        Ok(taken_over)
     }
 
     /// Acknowledges `ids` with one `XACK`; returns how many were pending.

@@ -52,7 +52,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::connection::Connector;
-use crate::consumer::{Consumer, Names, ReadAhead};
+use crate::consumer::{Consumer, Names, ReadAhead, TakenOver};
 use crate::error::Error;
 use crate::handler::Handler;
 use crate::name_lock::NameLock;
@@ -100,6 +100,10 @@ pub struct StepReport {
     pub abandoned: usize,
     /// Dead letters replayed for another group, acknowledged unprocessed.
     pub skipped: usize,
+    /// Entries that failed here after another consumer had taken them over
+    /// (this worker did not answer for longer than `claim_idle`): left to
+    /// that consumer, neither retried nor dead-lettered here.
+    pub taken_over: usize,
 }
 
 impl StepReport {
@@ -112,6 +116,7 @@ impl StepReport {
         self.deleted += other.deleted;
         self.abandoned += other.abandoned;
         self.skipped += other.skipped;
+        self.taken_over += other.taken_over;
     }
 }
 
@@ -441,6 +446,22 @@ impl<H: Handler> Worker<H> {
             && now < self.next_claim
             && !(self.own_failures && now >= self.next_retry_scan)
             && self.shutdown.deadline().is_none()
+    }
+}
+
+/// Warns that `lost`, held by this worker, is no longer its own: from now
+/// on this worker neither keeps it nor retries or dead-letters it.
+fn warn_taken_over(lost: &TakenOver) {
+    match &lost.holder {
+        Some(holder) => warn!(
+            id = %lost.id,
+            %holder,
+            "entry taken over by another consumer while this worker was unresponsive for longer than claim_idle; it is that consumer's now: no longer kept, retried or dead-lettered here"
+        ),
+        None => warn!(
+            id = %lost.id,
+            "entry no longer pending: another consumer acknowledged it, or the group was recreated; no longer kept, retried or dead-lettered here"
+        ),
     }
 }
 

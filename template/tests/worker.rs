@@ -260,6 +260,58 @@ async fn entries_of_a_dead_consumer_are_taken_over_after_claim_idle() {
     assert_eq!(pending(&mut redis, &settings).await, 0);
 }
 
+/// An entry another consumer takes over while its call runs here, as one
+/// does when this worker freezes for longer than `claim_idle`, stays that
+/// consumer's: the heartbeat does not claim it back, and its failure here
+/// is left to its new holder, neither retried nor dead-lettered here.
+#[tokio::test]
+async fn an_entry_taken_over_while_in_flight_is_left_to_its_new_holder() {
+    let mut settings = settings("taken-over");
+    // A heartbeat every 50 ms; the call outlasts several.
+    settings.worker.claim_idle = Duration::from_millis(200);
+    let mut redis = connect(&settings).await;
+    let (stream, group) = (&settings.redis.stream, &settings.redis.consumer_group);
+    let recorder = Recorder::new(|_, _| Err(ProcessError::retry("failed after the takeover")))
+        .slow(Duration::from_millis(500));
+    let mut worker = Worker::new(&settings, recorder.clone()).unwrap();
+    let ids = add(&mut redis, stream, &["{}"]).await;
+
+    let take_over = async {
+        until("the call to start", || recorder.seen().len() == 1).await;
+        let _: redis::Value = redis::cmd("XCLAIM")
+            .arg(stream)
+            .arg(group)
+            .arg("other")
+            .arg(0)
+            .arg(&ids[0])
+            .arg("JUSTID")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+    };
+    let (report, ()) = tokio::join!(step_to_new_entries(&mut worker), take_over);
+    assert_eq!(report.processed, 1);
+    assert_eq!(report.taken_over, 1, "{report:?}");
+    assert_eq!(report.retrying + report.dead_lettered, 0, "{report:?}");
+
+    let held: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(group)
+        .arg("-")
+        .arg("+")
+        .arg(10)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let holders: Vec<(&str, &str)> = held
+        .ids
+        .iter()
+        .map(|pending| (pending.id.as_str(), pending.consumer.as_str()))
+        .collect();
+    assert_eq!(holders, [(ids[0].as_str(), "other")]);
+    assert!(dead_letters(&mut redis, &settings).await.is_empty());
+}
+
 #[tokio::test]
 async fn a_pending_entry_deleted_from_the_stream_is_dropped_not_retried() {
     let settings = settings("deleted");

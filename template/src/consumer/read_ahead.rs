@@ -42,6 +42,17 @@ impl ReadAhead {
             _ => Vec::new(),
         }
     }
+
+    /// Drops the entry `id` from an arrived reply, so it is not processed
+    /// here: another consumer took it over while it waited.
+    pub fn forget(&mut self, id: &str) {
+        if let AheadState::Arrived(Ok(deliveries)) = &mut self.0 {
+            deliveries.retain(|delivery| match delivery {
+                Delivery::Entry(entry) => entry.id != id,
+                Delivery::Deleted(deleted) => deleted != id,
+            });
+        }
+    }
 }
 
 impl Consumer {

@@ -4,6 +4,7 @@
 
 use tracing::warn;
 
+use super::warn_taken_over;
 use crate::consumer::Consumer;
 use crate::dead_letter::DeadLetter;
 use crate::error::Error;
@@ -18,7 +19,8 @@ pub(super) struct Ledger {
     pub(super) unwritten: Vec<DeadLetter>,
     /// Failed, to be retried: their idle time must restart now, because
     /// the retry delay is measured as idle time and must count from the
-    /// failure, not from the delivery.
+    /// failure, not from the delivery. One that another consumer took over
+    /// meanwhile is left to it.
     pub(super) failed: Vec<String>,
 }
 
@@ -56,7 +58,10 @@ impl Ledger {
         }
         if !self.failed.is_empty() {
             match consumer.touch(&self.failed).await {
-                Ok(()) => self.failed.clear(),
+                Ok(taken_over) => {
+                    taken_over.iter().for_each(warn_taken_over);
+                    self.failed.clear();
+                }
                 Err(error) if error.is_no_group() => self.failed.clear(),
                 Err(error) => return Err(error),
             }

@@ -7,8 +7,14 @@
 //! While the batch runs, a heartbeat resets the idle time of every entry
 //! still held (in flight, waiting for a slot, or read ahead) every quarter
 //! of `claim_idle`, so no other consumer takes over the entries of a live
-//! worker, however long they take.
+//! worker, however long they take. It resets only entries still this
+//! worker's: one that another consumer took over while this worker did not
+//! answer (frozen, or cut off from Redis, for longer than `claim_idle`) is
+//! let go. It is no longer kept or read ahead here, and if its call here
+//! fails, the failure is left to its new holder: neither retried nor
+//! dead-lettered here. A success is acknowledged, as any processed entry is.
 
+use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
@@ -17,8 +23,8 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::ledger::Ledger;
-use super::{StepReport, Worker};
-use crate::consumer::Delivery;
+use super::{StepReport, Worker, warn_taken_over};
+use crate::consumer::{Consumer, Delivery, ReadAhead};
 use crate::dead_letter::DeadLetter;
 use crate::entry::Entry;
 use crate::error::Error;
@@ -110,6 +116,7 @@ impl<H: Handler> Worker<H> {
         let mut next_heartbeat = Instant::now() + heartbeat_every;
         let mut batch = Batch {
             unfinished,
+            taken_over: HashSet::new(),
             next_flush: None,
             report,
         };
@@ -143,13 +150,7 @@ impl<H: Handler> Worker<H> {
                     let now = Instant::now();
                     if now >= next_heartbeat {
                         next_heartbeat = now + heartbeat_every;
-                        let mut held: Vec<String> = batch.unfinished.iter().flatten().cloned().collect();
-                        if let Some(read) = self.read_ahead.as_mut() {
-                            held.extend(read.arrived_ids().await);
-                        }
-                        if let Err(error) = self.consumer.touch(&held).await {
-                            warn!(%error, "heartbeat of the entries in flight failed; another consumer may take them over");
-                        }
+                        heartbeat(&mut self.consumer, self.read_ahead.as_mut(), &mut batch).await;
                     }
                     if batch.next_flush.is_some_and(|at| now >= at) {
                         batch.next_flush = None;
@@ -195,12 +196,55 @@ impl<H: Handler> Worker<H> {
 
 /// A batch's bookkeeping while its calls run.
 struct Batch {
-    /// The IDs of entries not yet finished, by position: the heartbeat's
-    /// list, cheap to update per entry.
+    /// The IDs of entries not yet finished and still this worker's, by
+    /// position: the heartbeat's list, cheap to update per entry.
     unfinished: Vec<Option<String>>,
+    /// Entries of the batch that another consumer took over while their
+    /// calls ran here.
+    taken_over: HashSet<String>,
     /// When to record what finished, once something did.
     next_flush: Option<Instant>,
     report: StepReport,
+}
+
+/// Resets the idle time of every entry the batch still holds (in flight or
+/// waiting for a slot) and of the entries read ahead. Those another
+/// consumer took over meanwhile are let go, with a warning each: left out
+/// of later heartbeats, and dropped from the read ahead unprocessed.
+async fn heartbeat(
+    consumer: &mut Consumer,
+    mut read_ahead: Option<&mut ReadAhead>,
+    batch: &mut Batch,
+) {
+    let mut held: Vec<String> = batch.unfinished.iter().flatten().cloned().collect();
+    if let Some(read) = read_ahead.as_deref_mut() {
+        held.extend(read.arrived_ids().await);
+    }
+    let taken_over = match consumer.touch(&held).await {
+        Ok(taken_over) => taken_over,
+        Err(error) => {
+            warn!(%error, "heartbeat of the entries in flight failed; another consumer may take them over");
+            return;
+        }
+    };
+    for lost in taken_over {
+        warn_taken_over(&lost);
+        let slot = batch
+            .unfinished
+            .iter_mut()
+            .find(|slot| slot.as_deref() == Some(lost.id.as_str()));
+        match slot {
+            Some(slot) => {
+                *slot = None;
+                batch.taken_over.insert(lost.id);
+            }
+            None => {
+                if let Some(read) = read_ahead.as_deref_mut() {
+                    read.forget(&lost.id);
+                }
+            }
+        }
+    }
 }
 
 /// Carries out the policy's decision on an entry whose call ended, and
@@ -218,6 +262,12 @@ fn finished(
         *slot = None;
     }
     let decision = policy.after(deliveries, &result);
+    if batch.taken_over.remove(&entry.id) && decision != Decision::Acknowledge {
+        debug!(id = %entry.id, "failed here after another consumer took it over; left to that consumer");
+        batch.report.taken_over += 1;
+        observer.processed(Outcome::Retrying, elapsed);
+        return;
+    }
     let outcome = carry_out(
         ledger,
         entry,
