@@ -42,7 +42,7 @@ const PROJECT: &str = "fault-worker";
 /// The business logic copied over the generated one.
 const FAULT_LOGIC: &str = "tests/fixtures/fault_business_logic.rs";
 
-/// `REDIS_BLOCK_TIMEOUT` of every worker unless a scenario sets its own.
+/// `REDIS_BLOCK_TIMEOUT_MS` of every worker unless a scenario sets its own.
 const BLOCK_TIMEOUT_MS: u64 = 1_000;
 
 /// The worker binary, generated, checked and built on first use; later

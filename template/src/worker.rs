@@ -449,8 +449,11 @@ impl<H: Handler> Worker<H> {
     }
 }
 
-/// Warns that `lost`, held by this worker, is no longer its own: from now
-/// on this worker neither keeps it nor retries or dead-letters it.
+/// Logs that `lost`, held by this worker, is no longer its own: from now
+/// on this worker neither keeps it nor retries or dead-letters it. A
+/// warning when another consumer holds it; only information when none
+/// does (typically the frozen worker it was taken from finished and
+/// acknowledged it after all).
 fn warn_taken_over(lost: &TakenOver) {
     match &lost.holder {
         Some(holder) => warn!(
@@ -458,7 +461,7 @@ fn warn_taken_over(lost: &TakenOver) {
             %holder,
             "entry taken over by another consumer while this worker was unresponsive for longer than claim_idle; it is that consumer's now: no longer kept, retried or dead-lettered here"
         ),
-        None => warn!(
+        None => info!(
             id = %lost.id,
             "entry no longer pending: another consumer acknowledged it, or the group was recreated; no longer kept, retried or dead-lettered here"
         ),
