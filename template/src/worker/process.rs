@@ -19,7 +19,7 @@ use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{Instant, sleep_until, timeout_at};
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::ledger::Ledger;
@@ -29,7 +29,7 @@ use crate::dead_letter::DeadLetter;
 use crate::entry::Entry;
 use crate::error::Error;
 use crate::handler::{Handler, ProcessError};
-use crate::observe::{Observer, Outcome, Progress};
+use crate::observe::{Observer, Outcome};
 use crate::replay;
 use crate::retry::{Decision, GiveUp, RetryPolicy};
 
@@ -83,10 +83,7 @@ impl<H: Handler> Worker<H> {
         }
 
         report.processed = work.len();
-        let unfinished = work
-            .iter()
-            .map(|(entry, _)| Some(entry.id.clone()))
-            .collect();
+        let unfinished = Unfinished::new(work.iter().map(|(entry, _)| entry.id.as_str()));
         self.observer
             .in_flight(work.len().min(self.settings.concurrency));
         let handler = &self.handler;
@@ -94,11 +91,11 @@ impl<H: Handler> Worker<H> {
         let mut outcomes = futures_util::stream::iter(work.into_iter().enumerate())
             .map(|(position, (entry, deliveries))| async move {
                 let span = info_span!("message", id = %entry.id, deliveries);
-                let started = std::time::Instant::now();
+                let started = Instant::now();
                 let call = AssertUnwindSafe(handler.handle(&entry))
                     .catch_unwind()
                     .instrument(span);
-                let result = match timeout(limit, call).await {
+                let result = match timeout_at(started + limit, call).await {
                     Ok(Ok(result)) => result,
                     Ok(Err(panic)) => Err(ProcessError::retry(panic_message(panic.as_ref()))),
                     Err(_) => Err(ProcessError::retry(format!(
@@ -120,6 +117,10 @@ impl<H: Handler> Worker<H> {
             next_flush: None,
             report,
         };
+        // Whether entries finished since the last liveness mark: marked
+        // once per run of finished entries rather than once per entry, which
+        // would read the clock every time.
+        let mut progressed = false;
         while remaining > 0 {
             let deadline = shutdown.deadline();
             // Most outcomes are ready at once: take them without setting up
@@ -127,15 +128,18 @@ impl<H: Handler> Worker<H> {
             if let Some(next) = outcomes.next().now_or_never() {
                 let Some(outcome) = next else { break };
                 remaining -= 1;
+                progressed = true;
                 finished(
                     &mut self.ledger,
                     &self.policy,
                     &*self.observer,
-                    &self.progress,
                     outcome,
                     &mut batch,
                 );
                 continue;
+            }
+            if std::mem::take(&mut progressed) {
+                self.progress.mark();
             }
             let tick = batch
                 .next_flush
@@ -165,14 +169,17 @@ impl<H: Handler> Worker<H> {
                 break;
             };
             remaining -= 1;
+            self.progress.mark();
             finished(
                 &mut self.ledger,
                 &self.policy,
                 &*self.observer,
-                &self.progress,
                 outcome,
                 &mut batch,
             );
+        }
+        if progressed {
+            self.progress.mark();
         }
         self.observer.in_flight(0);
         let mut report = batch.report;
@@ -196,15 +203,68 @@ impl<H: Handler> Worker<H> {
 
 /// A batch's bookkeeping while its calls run.
 struct Batch {
-    /// The IDs of entries not yet finished and still this worker's, by
-    /// position: the heartbeat's list, cheap to update per entry.
-    unfinished: Vec<Option<String>>,
+    /// The entries not yet finished and still this worker's: the
+    /// heartbeat's list.
+    unfinished: Unfinished,
     /// Entries of the batch that another consumer took over while their
     /// calls ran here.
     taken_over: HashSet<String>,
     /// When to record what finished, once something did.
     next_flush: Option<Instant>,
     report: StepReport,
+}
+
+/// The IDs of a batch's entries whose calls have not finished, by position
+/// in the batch. All IDs share one buffer, so noting an entry and crossing
+/// it off cost no allocation of their own.
+struct Unfinished {
+    text: String,
+    /// Each entry's ID as a range of `text`; `None` once it finished or
+    /// was let go.
+    spans: Vec<Option<(usize, usize)>>,
+}
+
+impl Unfinished {
+    fn new<'a>(ids: impl ExactSizeIterator<Item = &'a str> + Clone) -> Self {
+        let mut text = String::with_capacity(ids.clone().map(str::len).sum());
+        let mut spans = Vec::with_capacity(ids.len());
+        for id in ids {
+            spans.push(Some((text.len(), text.len() + id.len())));
+            text.push_str(id);
+        }
+        Self { text, spans }
+    }
+
+    /// The IDs not yet finished.
+    fn ids(&self) -> impl Iterator<Item = &str> {
+        self.spans
+            .iter()
+            .flatten()
+            .map(|&(start, end)| &self.text[start..end])
+    }
+
+    /// Crosses off the entry at `position`.
+    fn finish(&mut self, position: usize) {
+        if let Some(span) = self.spans.get_mut(position) {
+            *span = None;
+        }
+    }
+
+    /// Crosses off the entry `id`; whether it was still there.
+    fn let_go(&mut self, id: &str) -> bool {
+        let text = &self.text;
+        match self
+            .spans
+            .iter_mut()
+            .find(|span| span.is_some_and(|(start, end)| &text[start..end] == id))
+        {
+            Some(span) => {
+                *span = None;
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// Resets the idle time of every entry the batch still holds (in flight or
@@ -216,7 +276,7 @@ async fn heartbeat(
     mut read_ahead: Option<&mut ReadAhead>,
     batch: &mut Batch,
 ) {
-    let mut held: Vec<String> = batch.unfinished.iter().flatten().cloned().collect();
+    let mut held: Vec<String> = batch.unfinished.ids().map(str::to_owned).collect();
     if let Some(read) = read_ahead.as_deref_mut() {
         held.extend(read.arrived_ids().await);
     }
@@ -229,20 +289,10 @@ async fn heartbeat(
     };
     for lost in taken_over {
         warn_taken_over(&lost);
-        let slot = batch
-            .unfinished
-            .iter_mut()
-            .find(|slot| slot.as_deref() == Some(lost.id.as_str()));
-        match slot {
-            Some(slot) => {
-                *slot = None;
-                batch.taken_over.insert(lost.id);
-            }
-            None => {
-                if let Some(read) = read_ahead.as_deref_mut() {
-                    read.forget(&lost.id);
-                }
-            }
+        if batch.unfinished.let_go(&lost.id) {
+            batch.taken_over.insert(lost.id);
+        } else if let Some(read) = read_ahead.as_deref_mut() {
+            read.forget(&lost.id);
         }
     }
 }
@@ -253,16 +303,13 @@ fn finished(
     ledger: &mut Ledger,
     policy: &RetryPolicy,
     observer: &dyn Observer,
-    progress: &Progress,
     (position, entry, deliveries, result, elapsed): Finished,
     batch: &mut Batch,
 ) {
-    progress.mark();
-    if let Some(slot) = batch.unfinished.get_mut(position) {
-        *slot = None;
-    }
+    batch.unfinished.finish(position);
     let decision = policy.after(deliveries, &result);
-    if batch.taken_over.remove(&entry.id) && decision != Decision::Acknowledge {
+    let taken_over = !batch.taken_over.is_empty() && batch.taken_over.remove(&entry.id);
+    if taken_over && decision != Decision::Acknowledge {
         debug!(id = %entry.id, "failed here after another consumer took it over; left to that consumer");
         batch.report.taken_over += 1;
         observer.processed(Outcome::Retrying, elapsed);
