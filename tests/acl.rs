@@ -21,7 +21,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::cluster::RedisCluster;
-use common::{Process, RedisServer, build_fault_worker, repo_root, scrub_env, wait_until};
+use common::{
+    Process, RedisServer, build_fault_worker, number_after, repo_root, scrub_env, wait_until,
+};
 
 const PROJECT: &str = "acl-worker";
 const USER: &str = "acl-worker";
@@ -42,6 +44,23 @@ fn fault_worker() -> &'static Path {
 /// test's user, password and stream: the arguments after `ACL SETUSER`.
 fn worker_rule() -> Vec<String> {
     readme_rule("{{worker_name}}")
+}
+
+/// Creates a user for each `ACL SETUSER` argument list in `rules`, then
+/// empties `ACL LOG`, so that whatever it holds later was refused to them.
+fn set_users(admin: &mut redis::Connection, rules: &[Vec<String>]) {
+    for rule in rules {
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg(rule)
+            .exec(admin)
+            .unwrap_or_else(|error| panic!("ACL SETUSER {rule:?}: {error}"));
+    }
+    redis::cmd("ACL")
+        .arg("LOG")
+        .arg("RESET")
+        .exec(admin)
+        .unwrap();
 }
 
 /// The `ACL SETUSER` line of the template's README for the user `user`
@@ -148,16 +167,7 @@ fn the_worker_needs_no_more_than_the_readme_rule() {
     let binary = fault_worker();
     let redis = RedisServer::start();
     let mut admin = redis.connect();
-    redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg(worker_rule())
-        .exec(&mut admin)
-        .unwrap_or_else(|error| panic!("ACL SETUSER {:?}: {error}", worker_rule()));
-    redis::cmd("ACL")
-        .arg("LOG")
-        .arg("RESET")
-        .exec(&mut admin)
-        .unwrap();
+    set_users(&mut admin, &[worker_rule()]);
     let dir = tempfile::Builder::new()
         .prefix("template-test-acl-")
         .tempdir_in(std::env::temp_dir())
@@ -463,17 +473,6 @@ impl Operator<'_> {
     }
 }
 
-/// The number after `word` on the first line of `output` that starts with
-/// it (`removed 12 entries ...`).
-fn number_after(output: &str, word: &str) -> u64 {
-    output
-        .lines()
-        .find_map(|line| line.strip_prefix(&format!("{word} ")))
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|digits| digits.parse().ok())
-        .unwrap_or_else(|| panic!("no line `{word} <number> ...` in {output}"))
-}
-
 /// The IDs of the first `count` entries of `stream`.
 fn first_ids(node: &mut redis::Connection, stream: &str, count: usize) -> Vec<String> {
     let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
@@ -716,18 +715,7 @@ fn the_operator_commands_need_exactly_the_readme_operator_rule() {
     let operator_rule = readme_rule("{{worker_name}}-operator");
     // Both users, as the README sets them up: the worker makes the dead
     // letters the operator then handles.
-    for rule in [worker_rule(), operator_rule.clone()] {
-        redis::cmd("ACL")
-            .arg("SETUSER")
-            .arg(&rule)
-            .exec(&mut admin)
-            .unwrap_or_else(|error| panic!("ACL SETUSER {rule:?}: {error}"));
-    }
-    redis::cmd("ACL")
-        .arg("LOG")
-        .arg("RESET")
-        .exec(&mut admin)
-        .unwrap();
+    set_users(&mut admin, &[worker_rule(), operator_rule.clone()]);
     let dir = tempfile::Builder::new()
         .prefix("template-test-acl-operator-")
         .tempdir_in(std::env::temp_dir())
@@ -800,17 +788,7 @@ fn the_operator_commands_on_a_cluster_need_the_readme_rule_and_its_cluster_addit
         .collect();
     operator_rule.extend(readme_cluster_additions());
     for node in cluster.servers() {
-        let mut admin = node.connect();
-        redis::cmd("ACL")
-            .arg("SETUSER")
-            .arg(&operator_rule)
-            .exec(&mut admin)
-            .unwrap_or_else(|error| panic!("ACL SETUSER {operator_rule:?}: {error}"));
-        redis::cmd("ACL")
-            .arg("LOG")
-            .arg("RESET")
-            .exec(&mut admin)
-            .unwrap();
+        set_users(&mut node.connect(), std::slice::from_ref(&operator_rule));
     }
     let mut node = cluster.connect_for(STREAM);
 

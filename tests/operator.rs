@@ -18,8 +18,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    Process, RedisServer, cargo, debug_binary, generate_with, note, scrub_env, unused_port,
-    variant, wait_until,
+    Process, RedisServer, cargo, debug_binary, generate_with, note, number_after, scrub_env,
+    unused_port, variant, wait_until,
 };
 use redis::streams::StreamRangeReply;
 
@@ -88,17 +88,6 @@ fn text(output: &Output) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     )
-}
-
-/// The number after `word` on the first line of `output` that starts with
-/// it (`removed 123 entries ...`).
-fn number_after(output: &str, word: &str) -> u64 {
-    output
-        .lines()
-        .find_map(|line| line.strip_prefix(&format!("{word} ")))
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|digits| digits.parse().ok())
-        .unwrap_or_else(|| panic!("no line `{word} <number> ...` in {output}"))
 }
 
 /// Every entry ID of `stream`, oldest first.

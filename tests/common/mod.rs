@@ -21,8 +21,9 @@
 //! - [`tls`]: certificates made at test time, for TLS servers.
 //! - [`cluster`]: a Redis Cluster of private redis-servers.
 //! - [`proxy`]: a TCP proxy standing in for a DNS name, for failovers.
-//! - Here: [`repo_root`], [`build_fault_worker`], and [`note`] for progress
-//!   lines that show up even for passing tests.
+//! - Here: [`repo_root`], [`build_fault_worker`], [`number_after`] for the
+//!   counts operator commands print, and [`note`] for progress lines that
+//!   show up even for passing tests.
 //!
 //! Nothing here touches the machine's own Redis on port 6379.
 
@@ -76,6 +77,18 @@ pub fn build_fault_worker(project: &str) -> PathBuf {
     .unwrap();
     cargo(&generated, &["build"]);
     debug_binary(project)
+}
+
+/// The number after `word` on the first line of a command's `output` that
+/// starts with it (`removed 12 entries ...`); a test failure naming the
+/// output when there is none.
+pub fn number_after(output: &str, word: &str) -> u64 {
+    output
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{word} ")))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or_else(|| panic!("no line `{word} <number> ...` in {output}"))
 }
 
 /// Prints a line to the terminal at once, even while the test harness
