@@ -21,10 +21,11 @@
 mod read_ahead;
 pub(crate) mod reply;
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::Value;
 use redis::streams::{StreamInfoConsumersReply, StreamPendingCountReply};
+use redis::{Script, Value};
 
 pub use self::read_ahead::ReadAhead;
 use self::reply::{parse_autoclaim, parse_entries, parse_read};
@@ -126,8 +127,9 @@ impl std::fmt::Debug for Consumer {
     }
 }
 
-/// See `consumer/touch.lua`.
-const TOUCH: &str = include_str!("consumer/touch.lua");
+/// See `consumer/touch.lua`. The script's hash is computed once, not at
+/// every heartbeat.
+static TOUCH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("consumer/touch.lua")));
 
 /// IDs per call of [`TOUCH`]: it unpacks them onto the Lua stack, and a
 /// call runs atomically, so this also bounds how long Redis is busy with it.
@@ -136,7 +138,8 @@ const TOUCH_BATCH: usize = 1_000;
 /// Removes `ARGV[1]` from group `ARGV[2]` of stream `KEYS[1]` if it is idle
 /// for at least `ARGV[3]` ms and holds no pending entries. Atomic, so an
 /// entry delivered between the check and the removal cannot be lost.
-const DELETE_IF_IDLE: &str = r"
+static DELETE_IF_IDLE: LazyLock<Script> = LazyLock::new(|| Script::new(DELETE_IF_IDLE_LUA));
+const DELETE_IF_IDLE_LUA: &str = r"
 local consumers = redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[2])
 for _, info in ipairs(consumers) do
   local fields = {}
@@ -407,10 +410,9 @@ impl Consumer {
     /// from the failure. An entry another consumer took over while this one
     /// did not answer stays that consumer's.
     pub async fn touch(&mut self, ids: &[String]) -> Result<Vec<TakenOver>, Error> {
-        let script = redis::Script::new(TOUCH);
         let mut taken_over = Vec::new();
         for batch in ids.chunks(TOUCH_BATCH) {
-            let mut invocation = script.prepare_invoke();
+            let mut invocation = TOUCH.prepare_invoke();
             invocation
                 .key(&self.names.stream)
                 .arg(&self.names.group)
@@ -483,10 +485,9 @@ impl Consumer {
             })
             .map(|consumer| consumer.name)
             .collect();
-        let script = redis::Script::new(DELETE_IF_IDLE);
         let mut removed = Vec::new();
         for name in candidates {
-            let mut invocation = script.prepare_invoke();
+            let mut invocation = DELETE_IF_IDLE.prepare_invoke();
             invocation
                 .key(&self.names.stream)
                 .arg(&name)

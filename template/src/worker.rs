@@ -454,7 +454,7 @@ impl<H: Handler> Worker<H> {
 /// warning when another consumer holds it; only information when none
 /// does (typically the frozen worker it was taken from finished and
 /// acknowledged it after all).
-fn warn_taken_over(lost: &TakenOver) {
+fn log_taken_over(lost: &TakenOver) {
     match &lost.holder {
         Some(holder) => warn!(
             id = %lost.id,

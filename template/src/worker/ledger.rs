@@ -4,7 +4,7 @@
 
 use tracing::warn;
 
-use super::warn_taken_over;
+use super::log_taken_over;
 use crate::consumer::Consumer;
 use crate::dead_letter::DeadLetter;
 use crate::error::Error;
@@ -59,7 +59,7 @@ impl Ledger {
         if !self.failed.is_empty() {
             match consumer.touch(&self.failed).await {
                 Ok(taken_over) => {
-                    taken_over.iter().for_each(warn_taken_over);
+                    taken_over.iter().for_each(log_taken_over);
                     self.failed.clear();
                 }
                 Err(error) if error.is_no_group() => self.failed.clear(),

@@ -23,7 +23,7 @@ use tokio::time::{Instant, sleep_until, timeout_at};
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::ledger::Ledger;
-use super::{StepReport, Worker, warn_taken_over};
+use super::{StepReport, Worker, log_taken_over};
 use crate::consumer::{Consumer, Delivery, ReadAhead};
 use crate::dead_letter::DeadLetter;
 use crate::entry::Entry;
@@ -288,7 +288,7 @@ async fn heartbeat(
         }
     };
     for lost in taken_over {
-        warn_taken_over(&lost);
+        log_taken_over(&lost);
         if batch.unfinished.let_go(&lost.id) {
             batch.taken_over.insert(lost.id);
         } else if let Some(read) = read_ahead.as_deref_mut() {
