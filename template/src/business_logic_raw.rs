@@ -19,11 +19,9 @@
 //! - `Err(ProcessError::permanent(e))`: straight to the dead-letter stream.
 //! - A panic counts as a retryable failure; the worker keeps running.
 
+use redis_streams_runtime::settings::Refusal;
+use redis_streams_runtime::{BoxError, Entry, Handler, Logic, ProcessError};
 use serde::{Deserialize, Serialize};
-
-use crate::entry::Entry;
-use crate::handler::{BoxError, Handler, ProcessError};
-use crate::settings::{Refusal, Settings};
 
 /// The logic's own settings: the `logic` section of the config file, and
 /// environment variables named `LOGIC_<FIELD>` (`api_url` is
@@ -38,9 +36,9 @@ pub struct LogicSettings {
     pub api_url: Option<String>,
 }
 
-impl LogicSettings {
+impl redis_streams_runtime::settings::LogicSettings for LogicSettings {
     /// The rules of these settings, checked once at start.
-    pub fn validate(&self) -> Result<(), Refusal> {
+    fn validate(&self) -> Result<(), Refusal> {
         match &self.api_url {
             Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => Err(
                 Refusal::new("api_url", "must start with http:// or https://"),
@@ -53,20 +51,24 @@ impl LogicSettings {
 /// The handler the worker runs: calls [`BusinessLogic::process`].
 ///
 /// Shared state of your logic (an HTTP client, a database pool) goes into
-/// this struct, built once at start by [`BusinessLogic::new`].
+/// this struct, built once at start by [`BusinessLogic::build`].
 #[derive(Debug, Default)]
 pub struct BusinessLogic {
     settings: LogicSettings,
 }
 
-impl BusinessLogic {
+impl Logic for BusinessLogic {
+    type Settings = LogicSettings;
+
     /// Builds the logic's state from its settings; an error stops the start.
-    pub async fn new(settings: &Settings) -> Result<Self, BoxError> {
+    async fn build(settings: &LogicSettings) -> Result<Self, BoxError> {
         Ok(Self {
-            settings: settings.logic.clone(),
+            settings: settings.clone(),
         })
     }
+}
 
+impl BusinessLogic {
     /// Does the work for one entry. Replace the body with yours.
     pub async fn process(&self, entry: &Entry) -> Result<(), ProcessError> {
         // Per entry at debug: the worker logs a summary at info every 10 s.
@@ -87,6 +89,9 @@ impl Handler for BusinessLogic {
 
 #[cfg(test)]
 mod tests {
+    use redis_streams_runtime::Defaults;
+    use redis_streams_runtime::settings::load_with;
+
     use super::*;
 
     #[tokio::test]
@@ -98,14 +103,13 @@ mod tests {
     #[test]
     fn the_logic_settings_load_and_validate_like_the_others() {
         let env = |value: &str| vec![("LOGIC_API_URL".to_owned(), value.to_owned())];
-        let loaded = crate::settings::load(None, env("https://api.example.com"), vec![]).unwrap();
+        let load = |env| load_with::<LogicSettings>(&Defaults::BASE, None, env, vec![]);
+        let loaded = load(env("https://api.example.com")).unwrap();
         assert_eq!(
-            loaded.settings.logic.api_url.as_deref(),
+            loaded.logic.api_url.as_deref(),
             Some("https://api.example.com")
         );
-        let error = crate::settings::load(None, env("ftp://x"), vec![])
-            .unwrap_err()
-            .to_string();
+        let error = load(env("ftp://x")).unwrap_err().to_string();
         assert_eq!(
             error,
             "invalid `logic.api_url` from environment variable LOGIC_API_URL: \

@@ -3,21 +3,21 @@
 //!
 //! Needs Redis at `REDIS_URL` (default `redis://127.0.0.1:6379`).
 
-mod common;
-
 use std::time::Duration;
 
-use common::{add, connect, dead_letters, pending, settings};
+use redis_streams_runtime::dead_letter::{ORIGINAL_ID, REASON};
+use redis_streams_runtime::testing::{add, connect, dead_letters, pending, settings};
+use redis_streams_runtime::{Logic, Worker};
 
-use {{crate_name}}::Worker;
-use {{crate_name}}::business_logic::BusinessLogic;
-use {{crate_name}}::dead_letter::{ORIGINAL_ID, REASON};
+use {{crate_name}}::business_logic::{BusinessLogic, LogicSettings};
 
 #[tokio::test]
 async fn invalid_entries_are_dead_lettered_and_valid_ones_acknowledged() {
     let settings = settings("validation");
     let mut redis = connect(&settings).await;
-    let logic = BusinessLogic::new(&settings).await.unwrap();
+    let logic = BusinessLogic::build(&LogicSettings::default())
+        .await
+        .unwrap();
     let mut worker = Worker::new(&settings, logic).unwrap();
     worker.step().await.unwrap();
     let ids = add(

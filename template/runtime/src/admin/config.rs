@@ -3,15 +3,15 @@
 
 use std::fmt;
 
-use crate::settings::Loaded;
+use crate::settings::{Loaded, LogicSettings};
 
 /// What `config` prints.
-#[derive(Debug, Clone, Copy)]
-pub struct ConfigReport<'a>(pub &'a Loaded);
+#[derive(Debug)]
+pub struct ConfigReport<'a, L = crate::settings::NoLogicSettings>(pub &'a Loaded<L>);
 
-impl fmt::Display for ConfigReport<'_> {
+impl<L: LogicSettings> fmt::Display for ConfigReport<'_, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let tree = serde_json::to_value(&self.0.settings).map_err(|_| fmt::Error)?;
+        let tree = self.0.tree();
         let mut lines = Vec::new();
         flatten("", &tree, &mut lines);
         let width = lines

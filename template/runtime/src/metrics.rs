@@ -24,46 +24,12 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use redis::streams::StreamInfoGroup;
-use serde::{Deserialize, Serialize};
 
 use crate::connection::{Connection, Connector};
 use crate::consumer::Names;
 use crate::error::connection_failed;
-use crate::handler::Handler;
 use crate::observe::{Observer, Outcome, Progress};
-use crate::settings::{Refusal, Settings};
-use crate::worker::Worker;
-
-/// Where the endpoints listen.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MetricsSettings {
-    /// `host:port`; port 0 picks a free port (logged at start).
-    pub addr: String,
-}
-
-impl Default for MetricsSettings {
-    fn default() -> Self {
-        Self {
-            addr: "{{metrics_addr}}".to_owned(),
-        }
-    }
-}
-
-impl MetricsSettings {
-    /// Checks that `addr` is a socket address.
-    pub fn validate(&self) -> Result<(), Refusal> {
-        self.addr
-            .parse::<SocketAddr>()
-            .map(|_| ())
-            .map_err(|error| {
-                Refusal::new(
-                    "addr",
-                    format!("`{}` is not host:port ({error})", self.addr),
-                )
-            })
-    }
-}
+pub use crate::settings::MetricsSettings;
 
 /// Why the endpoints could not start.
 #[derive(Debug, thiserror::Error)]
@@ -283,27 +249,6 @@ impl GroupProbe {
         }
         answer
     }
-}
-
-/// Counts `worker`'s events and serves them, with the health checks, on
-/// `metrics.addr`: the worker's whole metrics wiring.
-pub async fn attach<H: Handler>(
-    settings: &Settings,
-    worker: Worker<H>,
-) -> Result<Worker<H>, MetricsError> {
-    let metrics = Arc::new(Metrics::new(&settings.worker_name, worker.names()));
-    let connector = Connector::new(&settings.redis)?;
-    let names = worker.names().clone();
-    let progress = worker.progress();
-    serve(
-        &settings.modules.metrics,
-        metrics.clone(),
-        connector,
-        names,
-        progress,
-    )
-    .await?;
-    Ok(worker.with_observer(metrics))
 }
 
 /// Starts the HTTP endpoints in the background; returns the address they
@@ -536,6 +481,7 @@ async fn group_info(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::Defaults;
 
     fn names() -> Names {
         Names {
@@ -622,7 +568,11 @@ mod tests {
 
     #[test]
     fn the_address_must_be_host_and_port() {
-        assert!(MetricsSettings::default().validate().is_ok());
+        assert!(
+            MetricsSettings::new(Defaults::BASE.metrics_addr)
+                .validate()
+                .is_ok()
+        );
         let bad = MetricsSettings {
             addr: "localhost".into(),
         };

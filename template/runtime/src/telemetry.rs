@@ -1,7 +1,7 @@
 //! Logging: one `tracing` subscriber, built once at start.
 //!
 //! The level comes from `log_level` (`LOG_LEVEL`); `RUST_LOG`, when set,
-//! replaces it with full directives such as `info,{{crate_name}}=debug`.
+//! replaces it with full directives such as `info,redis_streams_runtime=debug`.
 //! `log_format` picks human-readable lines (coloured only on a terminal) or
 //! one JSON object per line for log collectors.
 //!

@@ -3,11 +3,13 @@
 //! The runtime hands every entry to a [`Handler`]. Returning `Ok` acknowledges
 //! the entry; returning a [`ProcessError`] says whether it is worth trying
 //! again ([`ProcessError::Retry`]) or never will be ([`ProcessError::Permanent`],
-//! which sends it to the dead-letter stream at once).
+//! which sends it to the dead-letter stream at once). A [`Logic`] is a
+//! handler the binary builds at start from its own settings section.
 
 use std::future::Future;
 
 use crate::entry::Entry;
+use crate::settings::LogicSettings;
 
 /// Any error the business logic wants to report, with its source chain.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -19,6 +21,18 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub trait Handler: Send + Sync + 'static {
     /// Processes `entry`; the runtime acknowledges it only after `Ok`.
     fn handle(&self, entry: &Entry) -> impl Future<Output = Result<(), ProcessError>> + Send;
+}
+
+/// The business logic as the binary runs it: a [`Handler`] built once at
+/// start from its own settings, the `logic` section of the config file.
+pub trait Logic: Handler + Sized {
+    /// The `logic` section; [`NoLogicSettings`](crate::settings::NoLogicSettings)
+    /// for a logic that takes none.
+    type Settings: LogicSettings;
+
+    /// Builds the logic's state (clients, pools) from its settings; an
+    /// error stops the start with the message.
+    fn build(settings: &Self::Settings) -> impl Future<Output = Result<Self, BoxError>> + Send;
 }
 
 /// Why processing an entry failed, and what the runtime should do about it.

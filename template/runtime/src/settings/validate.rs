@@ -4,11 +4,11 @@
 use redis::cluster_routing::Slot;
 
 use super::load::{Loaded, SettingsError};
-use super::{Refusal, Settings};
+use super::{LogicSettings, Refusal, Settings};
 
 /// Checks every rule, the sections of the business logic and of optional
 /// modules included.
-pub(super) fn validate(loaded: &Loaded) -> Result<(), SettingsError> {
+pub(super) fn validate<L: LogicSettings>(loaded: &Loaded<L>) -> Result<(), SettingsError> {
     let refuse = |key: &str, reason: String| SettingsError::Invalid {
         key: key.to_owned(),
         source_name: loaded.source_of(key),
@@ -19,7 +19,8 @@ pub(super) fn validate(loaded: &Loaded) -> Result<(), SettingsError> {
     };
     let s = &loaded.settings;
     core(s).map_err(|refusal| refuse(refusal.key, refusal.reason))?;
-    s.logic
+    loaded
+        .logic
         .validate()
         .map_err(|refusal| in_section("logic", refusal))?;
     s.modules

@@ -12,32 +12,113 @@
 //! `_ms`) and [`Duration`]s in code.
 
 mod load;
+mod modules;
 mod validate;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use redis::IntoConnectionInfo;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::redact::{Redactor, redact_url, secrets_in_url};
 
-pub use load::{Loaded, Overrides, SettingsError, load};
+pub use crate::section::{Refusal, millis};
+pub use load::{Loaded, Overrides, SettingsError, load, load_with};
+#[cfg(not(feature = "metrics"))]
+pub use modules::HeartbeatSettings;
+#[cfg(feature = "metrics")]
+pub use modules::MetricsSettings;
+pub use modules::Modules;
 
-// Defaults chosen when the project was generated.
-const WORKER_NAME: &str = "{{worker_name}}";
-const REDIS_URL: &str = "{{redis_url}}";
-const STREAM: &str = "{{stream}}";
-const CONSUMER_GROUP: &str = "{{consumer_group}}";
-/// Empty: unset, so each process names itself `<host>-<pid>-<random>`.
-const CONSUMER_NAME: &str = "{{consumer_name}}";
-const BLOCK_TIMEOUT_MS: u64 = {{block_timeout}};
+/// The defaults a project chose when it was generated: the answers to the
+/// template's questions. Every other default is the runtime's.
+///
+/// A constant, so that a project states its own in one place and takes
+/// the rest from [`Defaults::BASE`]:
+///
+/// ```
+/// use redis_streams_runtime::Defaults;
+///
+/// const DEFAULTS: Defaults = Defaults {
+///     worker_name: "orders-worker",
+///     stream: "orders",
+///     consumer_group: "orders-workers",
+///     ..Defaults::BASE
+/// };
+/// assert_eq!(DEFAULTS.redis_url, "redis://127.0.0.1:6379");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Defaults {
+    /// The name this worker reports itself by (`worker_name`).
+    pub worker_name: &'static str,
+    /// `redis.url`.
+    pub redis_url: &'static str,
+    /// `redis.stream`.
+    pub stream: &'static str,
+    /// `redis.consumer_group`.
+    pub consumer_group: &'static str,
+    /// `redis.consumer_name`; empty: unset, so each process names itself
+    /// `<host>-<pid>-<random>`.
+    pub consumer_name: &'static str,
+    /// `redis.block_timeout_ms`.
+    pub block_timeout_ms: u64,
+    /// `metrics.addr`, where `/metrics`, `/healthz` and `/readyz` listen
+    /// (with the `metrics` feature).
+    pub metrics_addr: &'static str,
+    /// `heartbeat.file`, which `healthcheck` reads (without the `metrics`
+    /// feature).
+    pub heartbeat_file: &'static str,
+}
+
+impl Defaults {
+    /// The template's own answers, for whatever a project does not set.
+    pub const BASE: Defaults = Defaults {
+        worker_name: "worker",
+        redis_url: "redis://127.0.0.1:6379",
+        stream: "my-stream",
+        consumer_group: "my-group",
+        consumer_name: "",
+        block_timeout_ms: 1_000,
+        metrics_addr: "127.0.0.1:9464",
+        heartbeat_file: "/tmp/worker.heartbeat",
+    };
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self::BASE
+    }
+}
+
+/// The business logic's own settings: the `logic` section of the config
+/// file and the `LOGIC_*` environment variables. Loaded, layered, printed
+/// by `config` and refused with key and source like the runtime's own.
+pub trait LogicSettings:
+    Serialize + DeserializeOwned + Default + Clone + std::fmt::Debug + Send + Sync + 'static
+{
+    /// The rules of these settings, checked once at start; a [`Refusal`]
+    /// names the key within the section.
+    fn validate(&self) -> Result<(), Refusal> {
+        Ok(())
+    }
+}
+
+/// Settings of a business logic that takes none: an empty `logic` section.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoLogicSettings {}
+
+impl LogicSettings for NoLogicSettings {}
 
 /// The effective settings of the worker.
 ///
 /// Unknown keys are refused at load: within a section by serde, at the top
 /// level by the loader, which knows the optional modules' sections too.
+/// The business logic's own section (`logic`) is loaded beside these, into
+/// [`Loaded::logic`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
     /// The name this worker reports itself by, in logs and labels.
@@ -51,9 +132,6 @@ pub struct Settings {
     pub redis: RedisSettings,
     /// How to process and recover.
     pub worker: WorkerSettings,
-    /// The business logic's own section, declared next to the logic.
-    #[serde(default)]
-    pub logic: crate::business_logic::LogicSettings,
     /// The sections of the optional modules generated with this project,
     /// top-level sections of the config file. [`load`] reads them apart:
     /// through a flattened field serde would lose the key and the source of
@@ -71,44 +149,6 @@ pub enum LogFormat {
     /// One JSON object per line.
     Json,
 }
-
-{%- if add_metrics %}
-
-/// The sections of the optional modules generated with this project, each
-/// a top-level section of the config file.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Modules {
-    /// The Prometheus and health endpoints.
-    pub metrics: crate::metrics::MetricsSettings,
-}
-
-impl Modules {
-    /// Checks every module's section; the error names the section.
-    pub fn validate(&self) -> Result<(), (&'static str, Refusal)> {
-        self.metrics
-            .validate()
-            .map_err(|refusal| ("metrics", refusal))
-    }
-}
-{%- else %}
-
-/// The sections of the optional modules generated with this project, each
-/// a top-level section of the config file.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Modules {
-    /// The heartbeat file that `healthcheck` reads.
-    pub heartbeat: crate::heartbeat::HeartbeatSettings,
-}
-
-impl Modules {
-    /// Checks every module's section; the error names the section.
-    pub fn validate(&self) -> Result<(), (&'static str, Refusal)> {
-        self.heartbeat
-            .validate()
-            .map_err(|refusal| ("heartbeat", refusal))
-    }
-}
-{%- endif %}
 
 /// The stream, the group and this process's place in it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -197,31 +237,45 @@ pub struct WorkerSettings {
 }
 
 impl Default for Settings {
+    /// The settings of [`Defaults::BASE`].
     fn default() -> Self {
+        Self::new(&Defaults::BASE)
+    }
+}
+
+impl Settings {
+    /// Every setting at its default, the project's `defaults` included.
+    pub fn new(defaults: &Defaults) -> Self {
         Self {
-            worker_name: WORKER_NAME.to_owned(),
+            worker_name: defaults.worker_name.to_owned(),
             log_level: "info".to_owned(),
             log_format: LogFormat::Pretty,
-            redis: RedisSettings::default(),
+            redis: RedisSettings::new(defaults),
             worker: WorkerSettings::default(),
-            logic: Default::default(),
-            modules: Modules::default(),
+            modules: Modules::new(defaults),
         }
     }
 }
 
 impl Default for RedisSettings {
     fn default() -> Self {
+        Self::new(&Defaults::BASE)
+    }
+}
+
+impl RedisSettings {
+    /// The section's defaults, the project's included.
+    pub fn new(defaults: &Defaults) -> Self {
         Self {
-            url: RedisUrl(REDIS_URL.to_owned()),
+            url: RedisUrl(defaults.redis_url.to_owned()),
             cluster: false,
             password_file: None,
-            stream: STREAM.to_owned(),
-            consumer_group: CONSUMER_GROUP.to_owned(),
-            consumer_name: Some(CONSUMER_NAME)
+            stream: defaults.stream.to_owned(),
+            consumer_group: defaults.consumer_group.to_owned(),
+            consumer_name: Some(defaults.consumer_name)
                 .filter(|name| !name.is_empty())
                 .map(str::to_owned),
-            block_timeout: Duration::from_millis(BLOCK_TIMEOUT_MS),
+            block_timeout: Duration::from_millis(defaults.block_timeout_ms),
             tls_ca_file: None,
             tls_cert_file: None,
             tls_key_file: None,
@@ -360,26 +414,6 @@ pub fn hash_tag(key: &str) -> Option<&str> {
     (!tag.is_empty()).then_some(tag)
 }
 
-/// A value of a section that breaks a rule, as a section's `validate`
-/// reports it; loading adds the section and where the value came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    /// The key within its section.
-    pub key: &'static str,
-    /// The rule it breaks.
-    pub reason: String,
-}
-
-impl Refusal {
-    /// `key` breaks the rule `reason`.
-    pub fn new(key: &'static str, reason: impl Into<String>) -> Self {
-        Self {
-            key,
-            reason: reason.into(),
-        }
-    }
-}
-
 /// A Redis URL whose password never reaches a log line or a printout:
 /// `Debug`, `Display` and `Serialize` all show it redacted.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
@@ -420,48 +454,6 @@ impl std::fmt::Display for RedisUrl {
 impl Serialize for RedisUrl {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&self.redacted())
-    }
-}
-
-/// Durations written as whole milliseconds, for `#[serde(with = "millis")]`.
-pub mod millis {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    /// Writes `duration` as milliseconds.
-    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_u64(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
-    }
-
-    /// Reads milliseconds into a duration.
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        u64::deserialize(deserializer).map(Duration::from_millis)
-    }
-
-    /// The same for an optional duration; unset stays `None`.
-    pub mod optional {
-        use std::time::Duration;
-
-        use serde::{Deserialize, Deserializer, Serializer};
-
-        /// Writes `duration` as milliseconds, or nothing.
-        pub fn serialize<S: Serializer>(
-            duration: &Option<Duration>,
-            serializer: S,
-        ) -> Result<S::Ok, S::Error> {
-            match duration {
-                Some(duration) => super::serialize(duration, serializer),
-                None => serializer.serialize_none(),
-            }
-        }
-
-        /// Reads optional milliseconds.
-        pub fn deserialize<'de, D: Deserializer<'de>>(
-            deserializer: D,
-        ) -> Result<Option<Duration>, D::Error> {
-            Option::<u64>::deserialize(deserializer).map(|ms| ms.map(Duration::from_millis))
-        }
     }
 }
 

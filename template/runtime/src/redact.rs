@@ -27,7 +27,7 @@ const SECRET_PARAMETERS: &[&str] = &["pass", "password", "passwd", "pwd", "token
 /// `url` with every password replaced by `***`, user names kept.
 ///
 /// ```
-/// # use {{crate_name}}::redact::redact_url;
+/// # use redis_streams_runtime::redact::redact_url;
 /// assert_eq!(redact_url("redis://app:s3cret@db:6379/0"), "redis://app:***@db:6379/0");
 /// assert_eq!(
 ///     redact_url("unix:///run/redis.sock?user=app&pass=s3cret"),

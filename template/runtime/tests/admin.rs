@@ -11,11 +11,11 @@ use std::process::{Command, Output, Stdio};
 use common::{Recorder, add, connect, create_group, dead_letters, pending, read_as, settings};
 use redis::AsyncCommands;
 
-use {{crate_name}}::admin::{Admin, AdminError, Status, TrimRequest, TrimTo};
-use {{crate_name}}::{ProcessError, Settings, Worker};
+use redis_streams_runtime::admin::{Admin, AdminError, Status, TrimRequest, TrimTo};
+use redis_streams_runtime::{ProcessError, Settings, Worker};
 
 /// The worker's binary, built for the tests.
-const BIN: &str = env!("CARGO_BIN_EXE_{{project-name}}");
+const BIN: &str = env!("CARGO_BIN_EXE_echo-worker");
 
 /// Runs the binary with the test's stream, group and Redis.
 fn cli(settings: &Settings, args: &[&str], stdin: Option<&str>) -> Output {

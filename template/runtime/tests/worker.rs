@@ -14,10 +14,10 @@ use common::{
 };
 use redis::AsyncCommands;
 
-use {{crate_name}}::dead_letter;
-use {{crate_name}}::dead_letter::{DELIVERIES, ORIGINAL_ID, REASON};
-use {{crate_name}}::worker::{Source, StepReport};
-use {{crate_name}}::{Handler, ProcessError, Worker};
+use redis_streams_runtime::dead_letter;
+use redis_streams_runtime::dead_letter::{DELIVERIES, ORIGINAL_ID, REASON};
+use redis_streams_runtime::worker::{Source, StepReport};
+use redis_streams_runtime::{Handler, ProcessError, Worker};
 
 /// Steps `worker` until `done` holds for the recorder.
 async fn step_until<H: Handler>(

@@ -11,55 +11,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::{Deserialize, Serialize};
-
 use crate::observe::{Observer, Outcome};
-use crate::settings::{Refusal, millis};
+pub use crate::settings::HeartbeatSettings;
 
 /// At most one touch per this interval: a busy worker goes round hundreds of
 /// times a second.
 const BEAT_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Where the heartbeat goes and how old it may get.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HeartbeatSettings {
-    /// The file the worker touches. Processes on one host need one each.
-    pub file: PathBuf,
-    /// How long, beyond the block time, the heartbeat may stay silent before
-    /// `healthcheck` calls the worker unhealthy. Keep it above the longest
-    /// batch and `reconnect_backoff_max_ms`.
-    #[serde(rename = "max_age_ms", with = "millis")]
-    pub max_age: Duration,
-}
-
-impl Default for HeartbeatSettings {
-    fn default() -> Self {
-        Self {
-            file: PathBuf::from("/tmp/{{project-name}}.heartbeat"),
-            max_age: Duration::from_secs(30),
-        }
-    }
-}
-
-impl HeartbeatSettings {
-    /// How old the heartbeat may be: `max_age_ms` beyond `block`, the time
-    /// an idle worker waits in one read before it goes round again.
-    pub fn allowed_age(&self, block: Duration) -> Duration {
-        self.max_age + block
-    }
-
-    /// Checks that the file is named and the age is not zero.
-    pub fn validate(&self) -> Result<(), Refusal> {
-        if self.file.as_os_str().is_empty() {
-            return Err(Refusal::new("file", "must not be empty"));
-        }
-        if self.max_age.is_zero() {
-            return Err(Refusal::new("max_age_ms", "must be at least 1 millisecond"));
-        }
-        Ok(())
-    }
-}
 
 /// Why `healthcheck` found the worker unhealthy.
 #[derive(Debug, thiserror::Error)]
