@@ -13,7 +13,6 @@
 //! in the settings.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
@@ -193,37 +192,4 @@ fn read_pem(path: &Path) -> Result<Vec<u8>, Error> {
         path: path.to_owned(),
         source,
     })
-}
-
-/// Whether the TLS handshake failed because a certificate was refused (the
-/// server's is not signed by a trusted CA, has expired or names another
-/// host; or the server refused ours). That is a configuration error: trying
-/// again cannot fix it.
-pub(crate) fn certificate_refused(error: &redis::RedisError) -> bool {
-    // The redis crate keeps the I/O error in an `Arc`, and tokio-rustls puts
-    // the rustls error inside the I/O error.
-    let Some(source) = std::error::Error::source(error) else {
-        return false;
-    };
-    let io = source
-        .downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>()
-        .and_then(|inner| inner.downcast_ref::<std::io::Error>())
-        .or_else(|| source.downcast_ref::<std::io::Error>());
-    let Some(rustls_error) = io
-        .and_then(std::io::Error::get_ref)
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    else {
-        return false;
-    };
-    matches!(
-        rustls_error,
-        rustls::Error::InvalidCertificate(_)
-            | rustls::Error::NoCertificatesPresented
-            | rustls::Error::AlertReceived(
-                rustls::AlertDescription::BadCertificate
-                    | rustls::AlertDescription::UnknownCA
-                    | rustls::AlertDescription::CertificateRequired
-                    | rustls::AlertDescription::CertificateUnknown
-            )
-    )
 }

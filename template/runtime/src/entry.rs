@@ -2,7 +2,18 @@
 
 use std::str::Utf8Error;
 
-use crate::replay;
+/// The fields a replay from the dead-letter stream adds after the
+/// producer's (see the `replay` module, which re-exports them).
+pub mod replay_fields {
+    /// Prefix of the fields a replay adds; a producer should not use it.
+    pub const FIELD_PREFIX: &str = "replay.";
+    /// The ID the producer's entry first had.
+    pub const ORIGINAL_ID: &str = "replay.original_id";
+    /// The only group that processes the replayed entry.
+    pub const GROUP: &str = "replay.group";
+    /// The dead letter it was replayed from.
+    pub const DEAD_LETTER_ID: &str = "replay.dead_letter_id";
+}
 
 /// One entry of the stream.
 ///
@@ -51,7 +62,7 @@ impl Entry {
     /// which carries its first one in `replay.original_id` (see
     /// [`crate::replay`]). Deduplicate on this one.
     pub fn original_id(&self) -> &str {
-        match self.text(replay::ORIGINAL_ID) {
+        match self.text(replay_fields::ORIGINAL_ID) {
             Some(Ok(original)) if !original.is_empty() => original,
             _ => &self.id,
         }
@@ -88,7 +99,10 @@ mod tests {
     fn a_replayed_entry_keeps_its_original_id_and_time() {
         let entry = Entry::new(
             "1800000000000-0",
-            [("data", "{}"), (replay::ORIGINAL_ID, "1700000000123-4")],
+            [
+                ("data", "{}"),
+                (replay_fields::ORIGINAL_ID, "1700000000123-4"),
+            ],
         );
         assert_eq!(entry.original_id(), "1700000000123-4");
         assert_eq!(entry.millis(), Some(1_700_000_000_123));

@@ -1,6 +1,7 @@
 //! The runtime's error type, and how any error is reported to a person.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// What can go wrong talking to Redis.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +70,7 @@ impl Error {
     /// settings or the server's certificate must change, so trying again
     /// cannot help.
     pub fn is_certificate_refused(&self) -> bool {
-        matches!(self, Self::Redis(error) if crate::connection::certificate_refused(error))
+        matches!(self, Self::Redis(error) if certificate_refused(error))
     }
 }
 
@@ -119,6 +120,39 @@ pub fn report(error: &(dyn std::error::Error + 'static)) -> String {
         cause = current.source();
     }
     line
+}
+
+/// Whether the TLS handshake failed because a certificate was refused (the
+/// server's is not signed by a trusted CA, has expired or names another
+/// host; or the server refused ours). That is a configuration error: trying
+/// again cannot fix it.
+fn certificate_refused(error: &redis::RedisError) -> bool {
+    // The redis crate keeps the I/O error in an `Arc`, and tokio-rustls puts
+    // the rustls error inside the I/O error.
+    let Some(source) = std::error::Error::source(error) else {
+        return false;
+    };
+    let io = source
+        .downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>()
+        .and_then(|inner| inner.downcast_ref::<std::io::Error>())
+        .or_else(|| source.downcast_ref::<std::io::Error>());
+    let Some(rustls_error) = io
+        .and_then(std::io::Error::get_ref)
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    else {
+        return false;
+    };
+    matches!(
+        rustls_error,
+        rustls::Error::InvalidCertificate(_)
+            | rustls::Error::NoCertificatesPresented
+            | rustls::Error::AlertReceived(
+                rustls::AlertDescription::BadCertificate
+                    | rustls::AlertDescription::UnknownCA
+                    | rustls::AlertDescription::CertificateRequired
+                    | rustls::AlertDescription::CertificateUnknown
+            )
+    )
 }
 
 #[cfg(test)]

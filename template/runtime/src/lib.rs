@@ -106,13 +106,13 @@
 //! - `metrics` — Prometheus metrics and health endpoints (feature
 //!   `metrics`); `heartbeat` — the file `healthcheck` reads to tell the
 //!   worker is alive (without it).
-//! - [`summary`] — the periodic summary in the log.
 //! - [`telemetry`] — logging.
 //! - [`testing`] — helpers for integration tests against a real Redis.
 //! - [`worker`] — the consume loop, one [`Worker::step`] at a time;
 //!   `worker/sources.rs` reads what is due, `worker/process.rs` runs the
 //!   handler and carries out what the retry policy decides,
 //!   `worker/ledger.rs` records it in Redis.
+//! - [`summary`] — the periodic summary in the log.
 //! - `name_lock` — one live process per consumer name.
 //! - `consumer` — the consumer group's Redis commands, on two connections;
 //!   `consumer/reply.rs` parses the replies that carry entries,
@@ -128,10 +128,10 @@
 //! - [`replay`] — how a dead letter goes back to its group, exactly once.
 //! - [`entry`] — a stream entry as Redis stores it.
 //! - `connection` — how every part connects to Redis.
-//! - [`error`] — the runtime's error type.
 //! - [`settings`] — types and defaults; `settings/load.rs` layers defaults,
 //!   config file, environment and flags; `settings/validate.rs` checks them;
 //!   `settings/modules.rs` holds the optional modules' sections.
+//! - [`error`] — the runtime's error type.
 //! - [`redact`] — keeping Redis passwords out of every output.
 //! - `backoff` — exponential delays for reconnects and retries.
 //! - [`shutdown`] — signals and the deadline for in-flight work.

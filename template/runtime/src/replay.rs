@@ -25,14 +25,7 @@ use redis::aio::ConnectionLike;
 use crate::entry::Entry;
 use crate::error::Error;
 
-/// Prefix of the fields a replay adds; a producer should not use it.
-pub const FIELD_PREFIX: &str = "replay.";
-/// The ID the producer's entry first had.
-pub const ORIGINAL_ID: &str = "replay.original_id";
-/// The only group that processes the replayed entry.
-pub const GROUP: &str = "replay.group";
-/// The dead letter it was replayed from.
-pub const DEAD_LETTER_ID: &str = "replay.dead_letter_id";
+pub use crate::entry::replay_fields::{DEAD_LETTER_ID, FIELD_PREFIX, GROUP, ORIGINAL_ID};
 
 /// See the module documentation.
 const MOVE_BACK: &str = include_str!("replay.lua");
