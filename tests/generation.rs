@@ -133,24 +133,28 @@ fn the_defaults_render_a_typed_message_named_after_the_project() {
         business_logic.contains("pub struct MyRedisWorkerMessage"),
         "src/business_logic.rs:\n{business_logic}"
     );
-    let settings = project.read("src/settings.rs");
+    // The answers are the defaults the project hands to the runtime.
+    let defaults = project.read("src/lib.rs");
     for line in [
-        r#"const WORKER_NAME: &str = "my-redis-worker";"#,
-        r#"const REDIS_URL: &str = "redis://127.0.0.1:6379";"#,
-        r#"const STREAM: &str = "my-stream";"#,
-        r#"const CONSUMER_GROUP: &str = "my-group";"#,
-        r#"const CONSUMER_NAME: &str = "";"#,
-        "const BLOCK_TIMEOUT_MS: u64 = 1000;",
+        r#"worker_name: "my-redis-worker","#,
+        r#"redis_url: "redis://127.0.0.1:6379","#,
+        r#"stream: "my-stream","#,
+        r#"consumer_group: "my-group","#,
+        r#"consumer_name: "","#,
+        "block_timeout_ms: 1000,",
+        r#"metrics_addr: "127.0.0.1:9464","#,
     ] {
-        assert!(settings.contains(line), "src/settings.rs lacks {line}");
+        assert!(defaults.contains(line), "src/lib.rs lacks {line}");
     }
     let manifest = project.read("Cargo.toml");
     assert!(
         manifest.contains(r#"name = "my-redis-worker""#),
         "{manifest}"
     );
-    assert!(project.has("src/validation.rs"));
-    assert!(project.has("src/metrics.rs"));
+    assert!(
+        manifest.contains(r#"features = ["metrics", "validation"]"#),
+        "{manifest}"
+    );
     assert!(!project.has("src/business_logic_raw.rs"));
 }
 
@@ -172,11 +176,12 @@ fn without_serde_validation_there_is_no_message_type() {
         })
         .collect();
     assert!(message_types.is_empty(), "message types: {message_types:?}");
-    assert!(!project.has("src/validation.rs"));
     assert!(!project.has("src/business_logic_raw.rs"));
     assert!(!project.has("tests/validation.rs"));
-    assert!(!project.read("src/lib.rs").contains("mod validation"));
-    assert!(!project.read("Cargo.toml").contains("chrono"));
+    assert!(!business_logic.contains("validation"));
+    let manifest = project.read("Cargo.toml");
+    assert!(!manifest.contains("chrono"), "{manifest}");
+    assert!(manifest.contains(r#"features = ["metrics"]"#), "{manifest}");
 }
 
 #[test]
@@ -207,15 +212,15 @@ fn unusual_names_reach_every_case() {
             .read("src/main.rs")
             .contains("use billing_events2::")
     );
-    let settings = project.read("src/settings.rs");
+    let defaults = project.read("src/lib.rs");
     for line in [
-        r#"const WORKER_NAME: &str = "Billing_Events2";"#,
-        r#"const STREAM: &str = "{orders}:v1";"#,
-        r#"const CONSUMER_GROUP: &str = "{billing}-workers";"#,
-        r#"const CONSUMER_NAME: &str = "billing-1";"#,
-        "const BLOCK_TIMEOUT_MS: u64 = 250;",
+        r#"worker_name: "Billing_Events2","#,
+        r#"stream: "{orders}:v1","#,
+        r#"consumer_group: "{billing}-workers","#,
+        r#"consumer_name: "billing-1","#,
+        "block_timeout_ms: 250,",
     ] {
-        assert!(settings.contains(line), "src/settings.rs lacks {line}");
+        assert!(defaults.contains(line), "src/lib.rs lacks {line}");
     }
 }
 
@@ -257,30 +262,38 @@ fn names_that_cannot_make_this_crate_are_refused_with_the_rule() {
     }
 }
 
-/// The pre hook refuses project names that clash with a dependency of the
-/// generated crate; its list must follow template/Cargo.toml.
+/// The pre hook refuses project names that clash with a crate of the
+/// generated workspace: the dependencies of both crates, the runtime itself
+/// and its binary. Its list must follow template/Cargo.toml.liquid and
+/// template/runtime/Cargo.toml.
 #[test]
 fn every_dependency_of_the_generated_crate_is_a_refused_name() {
-    let manifest =
-        std::fs::read_to_string(common::repo_root().join("template/Cargo.toml")).unwrap();
-    let mut in_dependencies = false;
-    let mut dependencies = Vec::new();
-    for line in manifest.lines() {
-        if line.starts_with('[') {
-            in_dependencies = line == "[dependencies]";
-            continue;
-        }
-        if !in_dependencies || line.starts_with("{%") || line.starts_with('#') {
-            continue;
-        }
-        if let Some((name, _)) = line.split_once('=') {
-            dependencies.push(name.trim().replace('-', "_"));
+    let mut dependencies = vec!["redis_streams_runtime".to_owned(), "echo_worker".to_owned()];
+    for manifest in ["template/Cargo.toml.liquid", "template/runtime/Cargo.toml"] {
+        let manifest = std::fs::read_to_string(common::repo_root().join(manifest)).unwrap();
+        let mut in_dependencies = false;
+        for line in manifest.lines() {
+            if line.starts_with('[') {
+                in_dependencies = line == "[dependencies]";
+                continue;
+            }
+            if !in_dependencies || line.starts_with("{%") || line.starts_with('#') {
+                continue;
+            }
+            if let Some((name, _)) = line.split_once('=') {
+                let name = name.trim().replace('-', "_");
+                if !dependencies.contains(&name) {
+                    dependencies.push(name);
+                }
+            }
         }
     }
-    assert!(
-        dependencies.contains(&"tokio".to_owned()),
-        "{dependencies:?}"
-    );
+    for expected in ["tokio", "axum", "chrono", "redis_streams_runtime"] {
+        assert!(
+            dependencies.contains(&expected.to_owned()),
+            "{dependencies:?}"
+        );
+    }
     for dependency in dependencies {
         let destination = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
         let result = try_generate(&dependency, &[], destination.path());
@@ -377,13 +390,13 @@ fn the_metrics_address_reaches_the_edge_files() {
             .contains("METRICS_ADDR=[::1]:9100")
     );
     // The compiled-in default, used when neither a config file nor the
-    // environment sets the address.
+    // environment sets the address: the project hands it to the runtime.
     assert!(
         project
-            .read("src/metrics.rs")
-            .contains(r#"addr: "[::1]:9100".to_owned(),"#),
+            .read("src/lib.rs")
+            .contains(r#"metrics_addr: "[::1]:9100","#),
         "{}",
-        project.read("src/metrics.rs")
+        project.read("src/lib.rs")
     );
     assert!(
         project

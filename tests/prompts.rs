@@ -95,11 +95,8 @@ fn a_refused_answer_is_asked_again_and_the_project_matches_the_silent_one() {
     let silent = generate_with("prompted-worker", ANSWERS);
     assert_same_tree(silent.path(), &prompted);
     // The answers really were taken (not the defaults on both sides).
-    let settings = silent.read("src/settings.rs");
-    assert!(
-        settings.contains(r#"const STREAM: &str = "orders:v1";"#),
-        "{settings}"
-    );
+    let defaults = silent.read("src/lib.rs");
+    assert!(defaults.contains(r#"stream: "orders:v1","#), "{defaults}");
     assert!(silent.read("config.yaml").contains("0.0.0.0:9100"));
 }
 

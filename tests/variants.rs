@@ -1,7 +1,8 @@
 //! Every variant of the template, generated and checked the way a user's CI
 //! would: nothing left unrendered, the right optional files, `cargo fmt
-//! --check`, `cargo clippy --all-targets -- -D warnings`, the project's own
-//! `cargo test` against a Redis of its own (which it must leave empty), then
+//! --check`, `cargo clippy --workspace --all-targets -- -D warnings` (the
+//! runtime with the variant's features too), the project's own `cargo test
+//! --workspace` against a Redis of its own (which it must leave empty), then
 //! the built worker consuming 1,000 entries and stopping cleanly on SIGTERM.
 //!
 //! `TEMPLATE_VARIANTS=default,awkward cargo test --test variants` checks only
@@ -63,14 +64,25 @@ fn check_variant(label: &str) {
     let project = generate(variant);
     check_files(variant, &project);
 
-    cargo(&project, &["fmt", "--check"]);
+    cargo(&project, &["fmt", "--check", "--all"]);
     cargo(
         &project,
-        &["clippy", "--all-targets", "--", "-D", "warnings"],
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
     );
     {
         let redis = RedisServer::start();
-        let output = cargo_with_env(&project, &["test"], &[("REDIS_URL", &redis.url())]);
+        let output = cargo_with_env(
+            &project,
+            &["test", "--workspace"],
+            &[("REDIS_URL", &redis.url())],
+        );
         note(format!(
             "  variant `{label}`: its own tests: {}",
             test_counts(&output)
@@ -123,12 +135,30 @@ fn check_files(variant: &Variant, project: &GeneratedProject) {
     expect("src/main.rs", true);
     expect("src/lib.rs", true);
     expect("src/business_logic.rs", true);
-    expect("src/metrics.rs", variant.add_metrics);
-    expect("src/validation.rs", variant.use_serde_validation);
     expect("src/business_logic_raw.rs", false);
-    if !variant.use_serde_validation {
-        expect("tests/validation.rs", false);
-    }
+    expect("tests/validation.rs", variant.use_serde_validation);
+    // The runtime is whole in every variant; the options are its features.
+    expect("runtime/Cargo.toml", true);
+    expect("runtime/src/metrics.rs", true);
+    expect("runtime/src/validation.rs", true);
+    let features = project
+        .read("Cargo.toml")
+        .lines()
+        .find(|line| line.starts_with("redis-streams-runtime = "))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    assert_eq!(
+        features.contains("\"metrics\""),
+        variant.add_metrics,
+        "`{}`: {features}",
+        variant.label
+    );
+    assert_eq!(
+        features.contains("\"validation\""),
+        variant.use_serde_validation,
+        "`{}`: {features}",
+        variant.label
+    );
 }
 
 /// Sums the `test result:` lines of `cargo test` output.

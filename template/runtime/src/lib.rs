@@ -104,8 +104,9 @@
 //! - [`admin`] — the operator's commands, one file each: `status`, `send`,
 //!   `dead_letters`, `trim`, `config`.
 //! - `metrics` — Prometheus metrics and health endpoints (feature
-//!   `metrics`); `heartbeat` — the file `healthcheck` reads to tell the
-//!   worker is alive (without it).
+//!   `metrics`).
+//! - `heartbeat` — the file `healthcheck` reads to tell the worker is
+//!   alive (without the feature `metrics`).
 //! - [`telemetry`] — logging.
 //! - [`testing`] — helpers for integration tests against a real Redis.
 //! - [`worker`] — the consume loop, one [`Worker::step`] at a time;
