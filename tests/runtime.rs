@@ -246,3 +246,25 @@ fn the_runtime_layout_map_is_true() {
         wrong.join("\n")
     );
 }
+
+/// Every version has its entry in CHANGELOG.md (Keep a Changelog: a
+/// `## [x.y.z] - date` heading), the current one first.
+#[test]
+fn the_changelog_has_an_entry_for_this_version() {
+    let changelog = fs::read_to_string(repo_root().join("CHANGELOG.md")).unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    let first = changelog
+        .lines()
+        .find(|line| line.starts_with("## ["))
+        .expect("a version heading in CHANGELOG.md");
+    assert!(
+        first.starts_with(&format!("## [{version}] - ")),
+        "CHANGELOG.md's newest entry is `{first}`, not {version}"
+    );
+    let date = &first[format!("## [{version}] - ").len()..];
+    let parts: Vec<&str> = date.split('-').collect();
+    assert!(
+        parts.len() == 3 && parts.iter().all(|part| part.parse::<u32>().is_ok()),
+        "`{first}`: the date should be YYYY-MM-DD"
+    );
+}
