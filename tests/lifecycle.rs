@@ -10,7 +10,12 @@
 //!   blocking read (the time is printed);
 //! - `healthcheck` exits 0 for a running worker and non-zero for a frozen
 //!   or stopped one, over `/healthz` or the heartbeat file;
-//! - at `info` the log carries a periodic summary, not a line per entry;
+//! - at `info` the log carries a periodic summary, not a line per entry,
+//!   and the first entry shows at once;
+//! - a Redis that cannot be reached is explained in one message (where,
+//!   which setting, what went wrong in plain words, what to do) for each
+//!   kind of failure: at the start of `run`, which keeps trying, and by the
+//!   operator's commands, which fail fast;
 //! - a malformed setting names the variable and the unit, an error names
 //!   each cause once, and `--help` sets the global options apart.
 
@@ -399,16 +404,21 @@ fn at_info_the_log_summarises_instead_of_a_line_per_entry() {
             .map(|n| format!(r#"{{"n":{n},"user_id":"u{n}"}}"#))
             .collect();
         redis.xadd_data(variant.stream, &entries);
-        // The summary comes every 10 s in which something happened.
-        let summary = format!(r#""processed":{LOGGED_ENTRIES},"#);
+        // The first summary within a second of the first entry, then one
+        // every 10 s in which something happened.
         wait_until(Duration::from_secs(30), "the periodic summary", || {
             worker.assert_running();
             let logs = worker.stderr();
-            logs.lines()
-                .any(|line| line.contains(&summary) && line.contains(r#""per_second":"#))
+            let summarised: u64 = logs
+                .lines()
+                .filter(|line| line.contains(r#""per_second":"#))
+                .filter_map(|line| json_number(line, "processed"))
+                .sum();
+            (summarised == LOGGED_ENTRIES as u64)
                 .then_some(())
                 .ok_or(logs)
         });
+        let summary = format!(r#""processed":{LOGGED_ENTRIES},"#);
         worker.terminate();
         assert!(worker.wait_for_exit(Duration::from_secs(10)).success());
         let logs = worker.stderr();
@@ -423,6 +433,235 @@ fn at_info_the_log_summarises_instead_of_a_line_per_entry() {
             "`{label}`: the stop line should carry the totals:\n{logs}"
         );
     }
+}
+
+/// The number after `"key":` in a JSON log line.
+fn json_number(line: &str, key: &str) -> Option<u64> {
+    let rest = &line[line.find(&format!(r#""{key}":"#))? + key.len() + 3..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn the_first_entry_shows_at_info_at_once_and_a_busy_worker_stays_quiet() {
+    let Some(built) = built("default") else {
+        return;
+    };
+    let variant = variant("default");
+    let redis = RedisServer::start();
+    let mut command = worker_command(&built.binary, &redis);
+    command
+        .env("LOG_LEVEL", "info")
+        .env("METRICS_ADDR", "127.0.0.1:0");
+    let mut worker = Process::spawn("first entry", command);
+    wait_blocked_in_read(&redis, &mut worker);
+    let id = redis.xadd_data(variant.stream, &[r#"{"test":"message"}"#])[0].clone();
+    let added = Instant::now();
+    wait_until(
+        Duration::from_secs(5),
+        "the first entry and a summary at info",
+        || {
+            worker.assert_running();
+            let logs = worker.stderr();
+            let first = logs
+                .lines()
+                .any(|line| line.contains("first entry processed") && line.contains(&id));
+            let summary = logs
+                .lines()
+                .any(|line| line.contains(r#""processed":1,"#) && line.contains("per_second"));
+            (first && summary).then_some(()).ok_or(logs)
+        },
+    );
+    note(format!(
+        "  the first entry and its summary showed at info {} ms after XADD",
+        added.elapsed().as_millis()
+    ));
+
+    // Busy: 3,000 entries make no more than a few lines at info.
+    let before = worker.stderr().lines().count();
+    let entries: Vec<String> = (0..3_000).map(|n| format!(r#"{{"n":{n}}}"#)).collect();
+    redis.xadd_data(variant.stream, &entries);
+    wait_until(
+        Duration::from_secs(60),
+        "the 3,000 entries acknowledged",
+        || {
+            worker.assert_running();
+            let group = redis
+                .group(variant.stream, variant.consumer_group)
+                .ok_or("no group")?;
+            (group.pending == 0 && group.lag == Some(0))
+                .then_some(())
+                .ok_or(format!("pending {}, lag {:?}", group.pending, group.lag))
+        },
+    );
+    std::thread::sleep(Duration::from_millis(1_500));
+    let logs = worker.stderr();
+    let lines: Vec<&str> = logs.lines().skip(before).collect();
+    assert!(
+        lines.len() <= 3,
+        "{} lines at info for 3,000 entries:\n{}",
+        lines.len(),
+        lines.join("\n")
+    );
+    assert!(
+        !lines.iter().any(|line| line.contains("first entry")),
+        "only the first entry is logged at info:\n{}",
+        lines.join("\n")
+    );
+    worker.terminate();
+    assert!(worker.wait_for_exit(Duration::from_secs(10)).success());
+}
+
+/// A listener that accepts connections and never answers, like a firewall
+/// that lets the connection through, or a service that is not Redis.
+fn silent_listener() -> (std::net::TcpListener, u16) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (listener, port)
+}
+
+#[test]
+fn an_unreachable_redis_is_explained_once_for_each_kind_of_failure() {
+    let Some(built) = built("default") else {
+        return;
+    };
+    let password_redis = RedisServer::start_with_args(
+        common::RedisOptions::default(),
+        vec!["--requirepass".to_owned(), "s3cret-pass".to_owned()],
+    );
+    let certificates = common::tls::Certificates::generate();
+    let tls_port = unused_port();
+    let _tls_redis = RedisServer::start_with_args(
+        common::RedisOptions::default(),
+        certificates.server_args(tls_port, "no"),
+    );
+    let (_silent, silent_port) = silent_listener();
+    let refused_port = unused_port();
+    let cases = [
+        (
+            format!("redis://127.0.0.1:{refused_port}"),
+            "connection refused",
+            "redis-server",
+        ),
+        (
+            "redis://no-such-host.invalid:6379".to_owned(),
+            "no such host",
+            "does not resolve",
+        ),
+        (
+            format!("rediss://localhost:{tls_port}"),
+            "the TLS handshake failed",
+            "REDIS_TLS_CA_FILE",
+        ),
+        (
+            format!("redis://:wrong-pass@127.0.0.1:{}", password_redis.port()),
+            "authentication failed",
+            "REDIS_PASSWORD_FILE",
+        ),
+        (
+            format!("redis://127.0.0.1:{silent_port}"),
+            "no answer in time",
+            "firewall",
+        ),
+    ];
+    for (url, words, hint) in &cases {
+        let started = Instant::now();
+        let mut command = Command::new(&built.binary);
+        scrub_env(&mut command);
+        let output = command
+            .args(["status"])
+            .env("REDIS_URL", url)
+            .output()
+            .expect("the binary runs");
+        let took = started.elapsed();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{url}: {stderr}");
+        let shown = url.replace("wrong-pass", "***");
+        let expected = format!(
+            "cannot reach Redis at {shown} (redis.url, from environment variable REDIS_URL): {words}"
+        );
+        assert!(
+            stderr.contains(&expected),
+            "{url}: expected `{expected}` in:\n{stderr}"
+        );
+        assert!(
+            stderr.contains(hint),
+            "{url}: no hint `{hint}` in:\n{stderr}"
+        );
+        assert!(!stderr.contains("wrong-pass"), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one message: {stderr}");
+        // Fails fast: one try, bounded by the first-contact timeout.
+        assert!(took < Duration::from_secs(8), "{url}: took {took:?}");
+        note(format!(
+            "  {words}: `status` failed in {} ms",
+            took.as_millis()
+        ));
+    }
+
+    // Every operator command that needs Redis fails fast the same way.
+    let refused = format!("redis://127.0.0.1:{refused_port}");
+    for args in [
+        &["send", r#"{"a":1}"#][..],
+        &["dlq", "list"],
+        &["dlq", "replay"],
+        &["trim", "--maxlen", "10"],
+    ] {
+        let mut command = Command::new(&built.binary);
+        scrub_env(&mut command);
+        let output = command
+            .args(args)
+            .env("REDIS_URL", &refused)
+            .output()
+            .expect("the binary runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("cannot reach Redis at") && stderr.contains("connection refused"),
+            "{args:?}: {stderr}"
+        );
+    }
+
+    // `run` says it once, at once, with where the URL came from, then keeps
+    // trying quietly; a config file is named as the source.
+    let config = std::env::temp_dir().join(format!("unreachable-{}.yaml", std::process::id()));
+    std::fs::write(&config, format!("redis:\n  url: {refused}\n")).unwrap();
+    let mut command = Command::new(&built.binary);
+    scrub_env(&mut command);
+    command
+        .args(["--config", &config.display().to_string()])
+        .env("METRICS_ADDR", "127.0.0.1:0")
+        .env("LOG_FORMAT", "json");
+    let started = Instant::now();
+    let mut worker = Process::spawn("unreachable", command);
+    wait_until(Duration::from_secs(5), "the message at start", || {
+        worker.assert_running();
+        let logs = worker.stderr();
+        logs.contains(&format!("from config file {}", config.display()))
+            .then_some(())
+            .ok_or(logs)
+    });
+    note(format!(
+        "  `run` explained an unreachable Redis {} ms after start",
+        started.elapsed().as_millis()
+    ));
+    std::thread::sleep(Duration::from_secs(3));
+    worker.assert_running();
+    let logs = worker.stderr();
+    assert_eq!(
+        logs.matches("cannot reach Redis").count(),
+        1,
+        "said once:\n{logs}"
+    );
+    let warnings = logs
+        .lines()
+        .filter(|line| line.contains(r#""WARN""#))
+        .count();
+    assert!(warnings <= 2, "quiet while it retries:\n{logs}");
+    worker.terminate();
+    assert!(worker.wait_for_exit(Duration::from_secs(10)).success());
+    let _ = std::fs::remove_file(&config);
 }
 
 #[test]

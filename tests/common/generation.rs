@@ -177,7 +177,7 @@ pub fn try_generate(
 }
 
 /// Copies the template repository without `.git` and `target`.
-fn copy_template_source(from: &Path, to: &Path) {
+pub fn copy_template_source(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
     for entry in fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();

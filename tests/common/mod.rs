@@ -50,8 +50,8 @@ pub use self::cargo::{
     variants_target_dir,
 };
 pub use self::generation::{
-    GeneratedProject, generate, generate_with, strip_ansi, try_generate, unrendered_liquid,
-    walk_files,
+    GeneratedProject, copy_template_source, generate, generate_with, strip_ansi, try_generate,
+    unrendered_liquid, walk_files,
 };
 pub use self::process::{Process, wait_until};
 pub use self::redis_server::{RedisOptions, RedisServer, free_port, unused_port};

@@ -11,6 +11,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use figment::value::Value;
 
 use crate::admin::{self, Admin, Documents, TrimTo};
+use crate::connection::{Unreachable, first_contact};
 use crate::error::report;
 use crate::handler::{BoxError, Handler, Logic};
 use crate::settings::{self, Defaults, Loaded, Overrides};
@@ -34,6 +35,10 @@ pub struct Project {
 /// The runtime's own version, which `--version` prints beside the
 /// project's.
 pub const RUNTIME_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// How long each step of the first contact with Redis (connecting, `PING`)
+/// may take before the operator is told what is wrong.
+const FIRST_CONTACT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Runs the command line of `project` with the business logic `L`: reads
 /// the flags, loads the settings, and runs the worker or the operator's
@@ -295,6 +300,7 @@ async fn dispatch<L: Logic>(
         Command::Run => run::<L>(loaded).await?,
         Command::Config => print!("{}", admin::ConfigReport(loaded)),
         Command::Status(args) => {
+            reachable(loaded).await?;
             let mut admin = Admin::connect(settings).await?;
             if args.watch {
                 let interval = Duration::from_secs(args.interval.max(1));
@@ -314,10 +320,12 @@ async fn dispatch<L: Logic>(
                 (None, Some(count)) => Documents::Samples(count),
                 (None, None) => Documents::Stdin,
             };
+            reachable(loaded).await?;
             let mut admin = Admin::connect(settings).await?;
             print!("{}", admin.send_documents(documents).await?);
         }
         Command::Dlq { command } => {
+            reachable(loaded).await?;
             let mut admin = Admin::connect(settings).await?;
             match command {
                 DlqCommand::List { count, json } => {
@@ -331,6 +339,7 @@ async fn dispatch<L: Logic>(
         }
         Command::Trim(args) => {
             let request = args.request()?;
+            reachable(loaded).await?;
             let mut admin = Admin::connect(settings).await?;
             print!("{}", admin.trim(&request).await?);
         }
@@ -349,6 +358,38 @@ async fn dispatch<L: Logic>(
     Ok(())
 }
 
+/// Whether Redis answers at the configured URL. If not, the message a
+/// newcomer needs: the address tried (without its password), the setting it
+/// came from, what went wrong in plain words, and what to do.
+async fn reachable<L>(loaded: &Loaded<L>) -> Result<(), String> {
+    let redis = &loaded.settings.redis;
+    let Err(error) = first_contact(redis, FIRST_CONTACT_TIMEOUT).await else {
+        return Ok(());
+    };
+    let kind = Unreachable::of(&error);
+    let source = match loaded.source_of("redis.url").as_str() {
+        "default" => "the default; set REDIS_URL to change it".to_owned(),
+        source
+            if source.starts_with("environment variable") || source.starts_with("command-line") =>
+        {
+            source.to_owned()
+        }
+        file => format!("config file {file}"),
+    };
+    let what = match kind {
+        Unreachable::Other => report(&error),
+        kind => format!("{} ({})", kind.words(), report(&error)),
+    };
+    let message = format!(
+        "cannot reach Redis at {} (redis.url, from {source}): {what}",
+        redis.url.redacted()
+    );
+    Err(match kind.hint() {
+        "" => format!("{message}."),
+        hint => format!("{message}. {hint}"),
+    })
+}
+
 /// Consumes the stream until SIGTERM or SIGINT.
 async fn run<L: Logic>(loaded: &Loaded<L::Settings>) -> Result<(), BoxError> {
     let settings = &loaded.settings;
@@ -359,6 +400,10 @@ async fn run<L: Logic>(loaded: &Loaded<L::Settings>) -> Result<(), BoxError> {
     )?;
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
+    }
+    // Said once, clearly; the worker then keeps trying, quietly.
+    if let Err(message) = reachable(loaded).await {
+        tracing::warn!("{message} The worker keeps trying meanwhile.");
     }
     let logic = L::build(&loaded.logic)
         .await

@@ -193,3 +193,126 @@ fn read_pem(path: &Path) -> Result<Vec<u8>, Error> {
         source,
     })
 }
+/// Why Redis could not be reached, in the words a person needs to fix it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreachable {
+    /// Nothing listens at the address (or, for a socket, no such file).
+    Refused,
+    /// The host name does not resolve.
+    NoSuchHost,
+    /// The TLS handshake failed: a certificate, or TLS against a plain port.
+    Tls,
+    /// Redis refused the user name or the password.
+    Auth,
+    /// Nothing answered in time.
+    Timeout,
+    /// Redis is loading its data set and answers nothing else until done.
+    Loading,
+    /// Anything else; the error says what.
+    Other,
+}
+
+impl Unreachable {
+    /// The kind of `error`, which a first connection returned.
+    pub fn of(error: &Error) -> Self {
+        let Error::Redis(redis) = error else {
+            return Self::Other;
+        };
+        let text = redis.to_string().to_ascii_lowercase();
+        if error.is_certificate_refused()
+            || [
+                "tls",
+                "certificate",
+                "handshake",
+                "invalidcontenttype",
+                "corrupt message",
+            ]
+            .iter()
+            .any(|word| text.contains(word))
+        {
+            Self::Tls
+        } else if redis.kind() == redis::ErrorKind::AuthenticationFailed
+            || matches!(redis.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
+        {
+            Self::Auth
+        } else if redis.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading) {
+            Self::Loading
+        } else if redis.is_connection_refusal() {
+            Self::Refused
+        } else if redis.is_timeout() || text.contains("timed out") || text.contains("timeout") {
+            Self::Timeout
+        } else if [
+            "lookup address",
+            "name or service not known",
+            "no address",
+            "nodename nor servname",
+        ]
+        .iter()
+        .any(|word| text.contains(word))
+        {
+            Self::NoSuchHost
+        } else {
+            Self::Other
+        }
+    }
+
+    /// The kind in plain words.
+    pub fn words(self) -> &'static str {
+        match self {
+            Self::Refused => "connection refused",
+            Self::NoSuchHost => "no such host",
+            Self::Tls => "the TLS handshake failed",
+            Self::Auth => "authentication failed",
+            Self::Timeout => "no answer in time",
+            Self::Loading => "Redis is loading its data set",
+            Self::Other => "error",
+        }
+    }
+
+    /// What to do about it.
+    pub fn hint(self) -> &'static str {
+        match self {
+            Self::Refused => {
+                "Nothing listens there. To try the worker out, start a Redis: \
+                 `docker compose up -d redis` (the project's compose.yaml) or `redis-server`; \
+                 or point REDIS_URL at yours."
+            }
+            Self::NoSuchHost => "The host name does not resolve: check the host in REDIS_URL.",
+            Self::Tls => {
+                "Check the scheme (rediss:// for TLS, redis:// without) and the certificates \
+                 (REDIS_TLS_CA_FILE, REDIS_TLS_CERT_FILE, REDIS_TLS_KEY_FILE)."
+            }
+            Self::Auth => {
+                "Check the user and password (in the URL, or REDIS_PASSWORD_FILE) and the \
+                 user's ACL rules."
+            }
+            Self::Timeout => {
+                "Something accepts connections there but does not answer like Redis: check \
+                 the host and port, the scheme (TLS on one side only looks like this: \
+                 rediss:// for a TLS port, redis:// for a plain one), and any firewall or \
+                 proxy in between."
+            }
+            Self::Loading => "It answers once the data set is loaded.",
+            Self::Other => "",
+        }
+    }
+}
+
+/// Connects to Redis and sends `PING`, once, each step within `timeout`:
+/// whether the settings reach a Redis that answers.
+pub async fn first_contact(settings: &RedisSettings, timeout: Duration) -> Result<(), Error> {
+    let mut connection = Connector::new(settings)?.connect(timeout).await?;
+    let answer = tokio::time::timeout(
+        timeout,
+        redis::cmd("PING").query_async::<String>(&mut connection),
+    )
+    .await
+    .map_err(|_| {
+        redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "PING timed out",
+        ))
+    })?;
+    answer?;
+    Ok(())
+}

@@ -18,6 +18,10 @@ use crate::observe::{Observer, Outcome};
 /// How often the summary is logged, when anything happened since the last.
 pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Until the first entry was processed, how often the summary looks: the
+/// first entries show up at info at once, not up to an interval later.
+const FIRST_LOOK: Duration = Duration::from_secs(1);
+
 /// Counts the worker's outcomes for the summary.
 #[derive(Debug, Default)]
 pub struct Summary {
@@ -79,11 +83,21 @@ impl Observer for Summary {
 }
 
 /// Logs what happened every `interval`, skipping intervals in which nothing
-/// did; runs until dropped.
+/// did; the first time within a second of the first entry. Runs until
+/// dropped.
 pub async fn log_every(summary: Arc<Summary>, interval: Duration) {
-    let mut ticks = tokio::time::interval_at(Instant::now() + interval, interval);
+    let started = Instant::now();
+    let mut first = tokio::time::interval_at(started + FIRST_LOOK, FIRST_LOOK);
+    first.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        first.tick().await;
+        if !summary.totals().is_empty() {
+            break;
+        }
+    }
+    let mut last = (Totals::default(), started);
+    let mut ticks = tokio::time::interval_at(Instant::now(), interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last = (summary.totals(), Instant::now());
     loop {
         ticks.tick().await;
         let now = (summary.totals(), Instant::now());
@@ -94,7 +108,7 @@ pub async fn log_every(summary: Arc<Summary>, interval: Duration) {
                 processed = delta.processed,
                 failed = delta.failed,
                 dead_lettered = delta.dead_lettered,
-                per_second = (delta.processed as f64 / seconds).round() as u64,
+                per_second = (delta.processed as f64 / seconds.max(0.001)).round() as u64,
                 "processed {} entries in the last {seconds:.0} s",
                 delta.processed
             );

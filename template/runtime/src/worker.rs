@@ -65,6 +65,10 @@ use crate::summary::{self, SUMMARY_INTERVAL, Summary};
 use self::ledger::Ledger;
 use self::sources::{delivery_id, first_deliveries};
 
+/// While Redis has not answered since the start, how often a failed attempt
+/// is logged at warn; the others are logged at debug.
+const START_REMINDER: Duration = Duration::from_secs(30);
+
 /// Where the entries of a step came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Source {
@@ -145,6 +149,8 @@ pub struct Worker<H> {
     read_ahead: Option<ReadAhead>,
     ledger: Ledger,
     progress: Arc<Progress>,
+    /// Whether the first finished entry was logged (at info).
+    first_entry_logged: bool,
 }
 
 impl<H> std::fmt::Debug for Worker<H> {
@@ -186,6 +192,7 @@ impl<H: Handler> Worker<H> {
             read_ahead: None,
             ledger: Ledger::default(),
             progress: Arc::new(Progress::new(liveness_limit(settings))),
+            first_entry_logged: false,
         })
     }
 
@@ -236,12 +243,26 @@ impl<H: Handler> Worker<H> {
             self.settings.reconnect_backoff,
             self.settings.reconnect_backoff_max,
         );
+        // Until Redis first answers, the backoff is logged at warn once and
+        // then every START_REMINDER only (the binary said at start where it
+        // tried and why that failed); at debug otherwise.
+        let mut remind_at = Instant::now();
         let lock = loop {
+            // Waiting for Redis is not being stuck: /healthz and the
+            // heartbeat file stay healthy through an outage at start.
+            self.observer.alive();
+            self.progress.mark();
             match NameLock::acquire(&self.connector, &names).await {
                 Ok(lock) => break lock,
                 Err(error) if error.is_connection() => {
                     let delay = backoff.next_delay();
-                    warn!(%error, attempt = backoff.attempts(), retry_in_ms = delay.as_millis() as u64, "Redis error; backing off");
+                    let retry_in_ms = delay.as_millis() as u64;
+                    if Instant::now() >= remind_at {
+                        remind_at = Instant::now() + START_REMINDER;
+                        warn!(%error, attempt = backoff.attempts(), retry_in_ms, "Redis error; backing off");
+                    } else {
+                        debug!(%error, attempt = backoff.attempts(), retry_in_ms, "Redis error; backing off");
+                    }
                     let mut stop = self.shutdown.clone();
                     tokio::select! {
                         _ = sleep(delay) => {}

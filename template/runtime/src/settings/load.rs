@@ -155,7 +155,9 @@ impl<L: LogicSettings> Loaded<L> {
         }
         tree
     }
+}
 
+impl<L> Loaded<L> {
     /// Where the value of `key` came from: `default`, the file, the
     /// environment variable or `command-line flag --<name>`.
     pub fn source_of(&self, key: &str) -> String {

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 use tokio::time::{Instant, sleep_until, timeout_at};
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::ledger::Ledger;
 use super::{StepReport, Worker, log_taken_over};
@@ -135,6 +135,7 @@ impl<H: Handler> Worker<H> {
                     &*self.observer,
                     outcome,
                     &mut batch,
+                    &mut self.first_entry_logged,
                 );
                 continue;
             }
@@ -176,6 +177,7 @@ impl<H: Handler> Worker<H> {
                 &*self.observer,
                 outcome,
                 &mut batch,
+                &mut self.first_entry_logged,
             );
         }
         if progressed {
@@ -298,13 +300,16 @@ async fn heartbeat(
 }
 
 /// Carries out the policy's decision on an entry whose call ended, and
-/// schedules the recording of it within [`ACK_INTERVAL`].
+/// schedules the recording of it within [`ACK_INTERVAL`]. The first entry
+/// of the worker's life is logged at info, so that a first try shows; the
+/// others at debug, with the summary at info.
 fn finished(
     ledger: &mut Ledger,
     policy: &RetryPolicy,
     observer: &dyn Observer,
     (position, entry, deliveries, result, elapsed): Finished,
     batch: &mut Batch,
+    first_entry_logged: &mut bool,
 ) {
     batch.unfinished.finish(position);
     let decision = policy.after(deliveries, &result);
@@ -315,6 +320,8 @@ fn finished(
         observer.processed(Outcome::Retrying, elapsed);
         return;
     }
+    // The ID only for the first entry: no allocation per entry.
+    let first_id = (!*first_entry_logged).then(|| entry.id.clone());
     let outcome = carry_out(
         ledger,
         entry,
@@ -324,6 +331,19 @@ fn finished(
         &mut batch.report,
     );
     observer.processed(outcome, elapsed);
+    if let Some(id) = first_id {
+        *first_entry_logged = true;
+        let what = match outcome {
+            Outcome::Succeeded => "processed",
+            Outcome::Retrying => "failed and will be retried",
+            Outcome::DeadLettered => "dead-lettered",
+        };
+        info!(
+            %id,
+            elapsed_ms = elapsed.as_millis() as u64,
+            "first entry {what}; the next ones are logged at debug, with a summary at info"
+        );
+    }
     if batch.next_flush.is_none() {
         batch.next_flush = Some(Instant::now() + ACK_INTERVAL);
     }
