@@ -6,7 +6,10 @@
 //! - `/readyz` answers 200 once the consumer group exists, 503 while Redis
 //!   is down, and 200 again once Redis is back; its probes share one kept
 //!   connection;
-//! - `/metrics` counts the processed entries.
+//! - `/metrics` counts the processed entries;
+//! - while Redis cannot be reached at start, `/healthz` stays 200 and, in
+//!   the no-metrics variant, `healthcheck` finds the heartbeat fresh:
+//!   waiting for Redis is not being stuck.
 //!
 //! Plain HTTP/1.1 over `std::net::TcpStream`, no client library.
 
@@ -175,6 +178,90 @@ fn connections_received(connection: &mut redis::Connection) -> u64 {
 }
 
 /// `Ok(())` if the response has `status`, else what it was.
+/// Longer than the liveness limit of the worker below (process timeout +
+/// block time + reconnect backoff maximum + 15 s, about 15.4 s): a worker
+/// that marked no progress while waiting for Redis would be unhealthy by
+/// then.
+const DOWN_AT_START: Duration = Duration::from_secs(20);
+
+#[test]
+fn healthy_while_redis_is_down_at_start() {
+    if !selected("default") || !selected("no-metrics") {
+        return;
+    }
+    let binaries: Vec<_> = ["default", "no-metrics"]
+        .into_iter()
+        .map(|label| {
+            let variant = variant(label);
+            let project = generate(variant);
+            cargo(&project, &["build"]);
+            (label, debug_binary(variant.project_name))
+        })
+        .collect();
+    let redis_port = unused_port();
+    let metrics_port = unused_port();
+    let heartbeat = std::env::temp_dir().join(format!("down-at-start-{}", std::process::id()));
+    let mut workers: Vec<(&str, Process)> = binaries
+        .iter()
+        .map(|(label, binary)| {
+            let mut command = Command::new(binary);
+            scrub_env(&mut command);
+            command
+                .env("REDIS_URL", format!("redis://127.0.0.1:{redis_port}"))
+                .env("METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
+                .env("HEARTBEAT_FILE", &heartbeat)
+                .env("HEARTBEAT_MAX_AGE_MS", "2000")
+                .env("WORKER_PROCESS_TIMEOUT_MS", "100")
+                .env("REDIS_BLOCK_TIMEOUT_MS", "100")
+                .env("WORKER_RECONNECT_BACKOFF_MS", "50")
+                .env("WORKER_RECONNECT_BACKOFF_MAX_MS", "200");
+            (*label, Process::spawn(label, command))
+        })
+        .collect();
+    let no_metrics = &binaries[1].1;
+    let healthcheck = || {
+        let mut command = Command::new(no_metrics);
+        scrub_env(&mut command);
+        let output = command
+            .arg("healthcheck")
+            .env("HEARTBEAT_FILE", &heartbeat)
+            .env("HEARTBEAT_MAX_AGE_MS", "2000")
+            .env("REDIS_BLOCK_TIMEOUT_MS", "100")
+            .output()
+            .expect("healthcheck runs");
+        output
+            .status
+            .success()
+            .then_some(())
+            .ok_or_else(|| String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    wait_until(START_DEADLINE, "/healthz and the heartbeat", || {
+        expect_status(http_get(metrics_port, "/healthz"), 200)?;
+        healthcheck()
+    });
+    let started = Instant::now();
+    let mut checks = 0;
+    while started.elapsed() < DOWN_AT_START {
+        for (label, worker) in &mut workers {
+            assert!(
+                worker.try_status().is_none(),
+                "`{label}` exited:\n{}",
+                worker.output()
+            );
+        }
+        expect_status(http_get(metrics_port, "/healthz"), 200)
+            .unwrap_or_else(|error| panic!("/healthz after {:?}: {error}", started.elapsed()));
+        healthcheck()
+            .unwrap_or_else(|error| panic!("healthcheck after {:?}: {error}", started.elapsed()));
+        checks += 1;
+        thread::sleep(Duration::from_millis(500));
+    }
+    note(format!(
+        "  Redis down at start for {DOWN_AT_START:?}: /healthz and healthcheck healthy in {checks} checks each"
+    ));
+    let _ = std::fs::remove_file(&heartbeat);
+}
+
 fn expect_status(response: Result<(u16, String), String>, status: u16) -> Result<(), String> {
     match response? {
         (got, _) if got == status => Ok(()),
