@@ -1265,6 +1265,90 @@ fn five_workers_process_50_000_entries_exactly_once() {
 // 10. Redis not there yet
 // ---------------------------------------------------------------------------
 
+/// A scale-down as an autoscaler does it: three workers named like pods,
+/// two get SIGTERM mid-stream. Each drains and leaves the group once it
+/// holds nothing, so stopped pods' consumers do not pile up; nothing is
+/// lost, and the survivor drains the stream.
+#[test]
+fn scaled_down_workers_leave_the_group_and_lose_nothing() {
+    const TOTAL: usize = 1_500;
+    let pods = [
+        "orders-worker-7d9f8c6b5-x2k4q",
+        "orders-worker-7d9f8c6b5-m8n3z",
+        "orders-worker-7d9f8c6b5-p5r7t",
+    ];
+    let mut scenario = Scenario::new("scale-down");
+    let data: Vec<String> = (0..TOTAL).map(|n| data(n, "none", 10)).collect();
+    let ids = scenario.add(&data);
+    let workers: Vec<usize> = pods
+        .iter()
+        .map(|pod| scenario.spawn(pod, &[("WORKER_CONCURRENCY", "4")]))
+        .collect();
+    let record = scenario.record.clone();
+    scenario.wait_for(
+        Duration::from_secs(30),
+        "the record to show 150 calls",
+        |_| match Record::count_lines(&record) {
+            count if count >= 150 => Ok(()),
+            count => Err(format!("{count} calls")),
+        },
+    );
+    for &worker in &workers[..2] {
+        scenario.workers[worker].expect_running = false;
+        scenario.worker(worker).terminate();
+    }
+    for &worker in &workers[..2] {
+        let status = scenario
+            .worker(worker)
+            .wait_for_exit(Duration::from_secs(40));
+        assert!(
+            status.success(),
+            "exit status {status} after SIGTERM:\n{}",
+            scenario.worker(worker).output()
+        );
+    }
+    let at_stop = Record::count_lines(&record);
+    assert!(
+        at_stop < TOTAL,
+        "the stream was drained before the scale-down: nothing was tested"
+    );
+    let consumers: Vec<String> = scenario
+        .redis()
+        .consumers(&scenario.stream, &scenario.group)
+        .into_iter()
+        .map(|consumer| consumer.name)
+        .collect();
+    assert_eq!(consumers, [pods[2]], "the stopped pods' consumers remain");
+    for &worker in &workers[..2] {
+        let logs = scenario.worker(worker).output();
+        assert!(
+            logs.contains("left the consumer group"),
+            "{}:\n{logs}",
+            pods[worker]
+        );
+    }
+
+    scenario.wait_drained(TOTAL, Duration::from_secs(90));
+    scenario.assert_all_acknowledged();
+    let record = scenario.record();
+    let counts = record.counts();
+    let missing: Vec<&String> = ids
+        .iter()
+        .filter(|id| !counts.contains_key(id.as_str()))
+        .collect();
+    assert!(missing.is_empty(), "never processed: {missing:?}");
+    let survivor = scenario.pid(workers[2]);
+    let after_stop = record
+        .calls
+        .iter()
+        .skip(at_stop)
+        .filter(|call| call.pid == survivor)
+        .count();
+    scenario.done(format!(
+        "{at_stop} calls before two of three stopped, the survivor made {after_stop} of the rest"
+    ));
+}
+
 /// A worker started before Redis retries with a logged, growing backoff and
 /// starts consuming as soon as Redis appears.
 #[test]

@@ -506,6 +506,28 @@ impl Consumer {
     }
 }
 
+impl Consumer {
+    /// Removes this consumer from the group if it holds no pending entry
+    /// (atomically, the same script as [`Consumer::remove_idle_consumers`]
+    /// with no idle time required); whether it was removed. A consumer that
+    /// still holds entries stays, so that another can take them over:
+    /// removing it would make them unclaimable.
+    pub async fn leave(&mut self) -> Result<bool, Error> {
+        let mut invocation = DELETE_IF_IDLE.prepare_invoke();
+        invocation
+            .key(&self.names.stream)
+            .arg(&self.names.consumer)
+            .arg(&self.names.group)
+            .arg(0);
+        let result: i64 = self
+            .on(Connections::commands, async |connection| {
+                invocation.invoke_async(connection).await
+            })
+            .await?;
+        Ok(result >= 0)
+    }
+}
+
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

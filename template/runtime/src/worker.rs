@@ -315,6 +315,7 @@ impl<H: Handler> Worker<H> {
             }
         }
         self.finish().await;
+        self.leave_group().await;
         lock.release().await;
         watcher.abort();
         summarise.abort();
@@ -326,6 +327,21 @@ impl<H: Handler> Worker<H> {
             "worker stopped"
         );
         Ok(())
+    }
+
+    /// Leaves the group if this consumer holds nothing any more, so that the
+    /// consumers of processes that stopped (pods scaled down, each named
+    /// anew) do not pile up in it. One that still holds entries stays until
+    /// another worker took them over; `worker.delete_idle_consumers_ms`
+    /// removes it then.
+    async fn leave_group(&mut self) {
+        match self.consumer.leave().await {
+            Ok(true) => info!("left the consumer group: nothing pending"),
+            Ok(false) => info!(
+                "stays in the consumer group: it still holds pending entries, which other consumers take over"
+            ),
+            Err(error) => debug!(%error, "cannot leave the consumer group; it stays"),
+        }
     }
 
     /// Processes the entries read ahead and acknowledges what was processed,
