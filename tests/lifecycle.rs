@@ -527,10 +527,8 @@ fn an_unreachable_redis_is_explained_once_for_each_kind_of_failure() {
     let Some(built) = built("default") else {
         return;
     };
-    let password_redis = RedisServer::start_with_args(
-        common::RedisOptions::default(),
-        vec!["--requirepass".to_owned(), "s3cret-pass".to_owned()],
-    );
+    // No such user: AUTH fails with WRONGPASS, like a wrong password.
+    let password_redis = RedisServer::start();
     let certificates = common::tls::Certificates::generate();
     let tls_port = unused_port();
     let _tls_redis = RedisServer::start_with_args(
@@ -556,7 +554,7 @@ fn an_unreachable_redis_is_explained_once_for_each_kind_of_failure() {
             "REDIS_TLS_CA_FILE",
         ),
         (
-            format!("redis://:wrong-pass@127.0.0.1:{}", password_redis.port()),
+            format!("redis://app:wrong-pass@127.0.0.1:{}", password_redis.port()),
             "authentication failed",
             "REDIS_PASSWORD_FILE",
         ),
