@@ -593,9 +593,9 @@ fn check_project_workflow(label: &str, project: &GeneratedProject) {
             })
             .unwrap_or_else(|| panic!("`{label}`: no step runs `{command}`"))
     };
-    run_step("cargo fmt --check");
-    run_step("cargo clippy --all-targets -- -D warnings");
-    let test = run_step("cargo test");
+    run_step("cargo fmt --check --all");
+    run_step("cargo clippy --workspace --all-targets -- -D warnings");
+    let test = run_step("cargo test --workspace");
     assert_eq!(
         test["env"]["REDIS_URL"].as_str(),
         Some("redis://127.0.0.1:6379"),
