@@ -738,7 +738,17 @@ fn the_operator_commands_need_exactly_the_readme_operator_rule() {
         "{}",
         worker.output()
     );
-    status_dlq_and_trim(&mut operator, &mut admin, "drainer");
+    // Holding nothing, it left the group at its stop, as its own user.
+    assert!(
+        redis.consumers(STREAM, GROUP).is_empty(),
+        "the stopped worker's consumer remains:\n{}",
+        worker.output()
+    );
+    redis::cmd("XGROUP")
+        .arg(&["CREATECONSUMER", STREAM, GROUP, "reader"])
+        .exec(&mut admin)
+        .unwrap();
+    status_dlq_and_trim(&mut operator, &mut admin, "reader");
 
     assert_exactly_what_was_sent(&operator, &operator_rule, &[]);
     let log = acl_log(&mut admin);

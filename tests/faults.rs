@@ -1278,11 +1278,18 @@ fn scaled_down_workers_leave_the_group_and_lose_nothing() {
         "orders-worker-7d9f8c6b5-p5r7t",
     ];
     let mut scenario = Scenario::new("scale-down");
-    let data: Vec<String> = (0..TOTAL).map(|n| data(n, "none", 10)).collect();
+    let data: Vec<String> = (0..TOTAL).map(|n| data(n, "none", 20)).collect();
     let ids = scenario.add(&data);
+    // Small batches, so that a stopping worker holds a few entries, not
+    // the stream.
     let workers: Vec<usize> = pods
         .iter()
-        .map(|pod| scenario.spawn(pod, &[("WORKER_CONCURRENCY", "4")]))
+        .map(|pod| {
+            scenario.spawn(
+                pod,
+                &[("WORKER_CONCURRENCY", "4"), ("WORKER_BATCH_SIZE", "10")],
+            )
+        })
         .collect();
     let record = scenario.record.clone();
     scenario.wait_for(
@@ -1365,11 +1372,14 @@ fn worker_started_before_redis_waits_and_then_consumes() {
     );
     let backoff = BACKOFF_MS.to_string();
     let backoff_max = BACKOFF_MAX_MS.to_string();
+    // Until Redis first answers, attempts after the first are logged at
+    // debug only: the worker's module at debug shows every one.
     let worker = scenario.spawn(
         "w1",
         &[
             ("WORKER_RECONNECT_BACKOFF_MS", backoff.as_str()),
             ("WORKER_RECONNECT_BACKOFF_MAX_MS", backoff_max.as_str()),
+            ("RUST_LOG", "info,redis_streams_runtime::worker=debug"),
         ],
     );
     scenario.wait_for(
