@@ -12,7 +12,8 @@
 //!   the password and TLS files from Secrets that KEDA reads too, one
 //!   consumer name per pod, and the KEDA trigger's metadata against the keys
 //!   and values KEDA documents for `redis-streams` and
-//!   `redis-cluster-streams`.
+//!   `redis-cluster-streams`; and deploy/README.md's commands that need no
+//!   cluster (`kubectl kustomize`, `promtool check rules`) run as written.
 //! - `alert_rules_pass_promtool`: `promtool check rules`, and `promtool test
 //!   rules` with tests/deploy/alerts.test.yaml, which must fire and silence
 //!   every alert of the rules file.
@@ -174,12 +175,58 @@ fn every_variant_renders_valid_manifests() {
             validate_models(&modules, work.path(), &objects, &what);
             check_manifests(variant, &project, kustomization, &objects);
         }
+        run_readme_offline_commands(variant, &project);
         note(format!(
             "  deploy manifests ({}): {} kustomizations rendered and valid in {:.1}s",
             variant.label,
             KUSTOMIZATIONS.len(),
             started.elapsed().as_secs_f64()
         ));
+    }
+}
+
+/// The commands of deploy/README.md that need no cluster (`kubectl
+/// kustomize`, `promtool check`) run as written, from the project's
+/// directory; the others (docker, `kubectl create`/`apply`) need what the
+/// tests do not have.
+fn run_readme_offline_commands(variant: &Variant, project: &GeneratedProject) {
+    let readme = project.read("deploy/README.md");
+    let mut in_block = false;
+    let mut ran = Vec::new();
+    for line in readme.lines() {
+        if line.starts_with("```") {
+            in_block = line == "```bash";
+            continue;
+        }
+        let command = line.split(" #").next().unwrap().trim();
+        if !in_block
+            || !(command.starts_with("kubectl kustomize ")
+                || command.starts_with("promtool check "))
+        {
+            continue;
+        }
+        let mut shell = Command::new("sh");
+        shell.args(["-c", command]).current_dir(project.path());
+        let output = support::run_command(command, &mut shell, "see .ci/run");
+        expect_success(
+            &format!("{}: `{command}` from deploy/README.md", variant.label),
+            &output,
+        );
+        ran.push(command.to_owned());
+    }
+    assert!(
+        ran.iter()
+            .any(|command| command.starts_with("kubectl kustomize ")),
+        "{}: deploy/README.md shows no `kubectl kustomize` to run",
+        variant.label
+    );
+    if variant.add_metrics {
+        assert!(
+            ran.iter()
+                .any(|command| command.starts_with("promtool check rules ")),
+            "{}: deploy/README.md shows no `promtool check rules` to run",
+            variant.label
+        );
     }
 }
 
