@@ -1177,7 +1177,7 @@ fn a_real_prometheus_sees_every_panel_and_alert() {
             restarted = true;
             continue;
         }
-        let size = if burst % 10 == 0 { 1500 } else { 40 };
+        let size = if burst.is_multiple_of(10) { 1500 } else { 40 };
         let data: Vec<String> = (0..size)
             .map(|i| {
                 let n = sent + i;
