@@ -31,6 +31,11 @@
 //!   `template/deploy/grafana/dashboard.png`, shown by the generated
 //!   README), and that picture must survive generation byte for byte.
 //!
+//! - `the_exec_probe_passes_for_a_running_worker_without_metrics`: the
+//!   no-metrics variant's Deployment probes with `healthcheck`; its exact
+//!   command (binary and config path mapped to this machine) fails with no
+//!   worker and passes once a worker runs with the pods' config file.
+//!
 //! Every tool is required: a missing one fails the test with how to
 //! install it (.ci/run installs them all).
 
@@ -1427,6 +1432,100 @@ fn a_real_prometheus_sees_every_panel_and_alert() {
         png.display(),
         started.elapsed().as_secs_f64()
     ));
+}
+
+// ---------------------------------------------------------------------------
+// The exec probe without metrics
+
+/// How long the worker without metrics may take to write its first heartbeat.
+const PROBE_DEADLINE: Duration = Duration::from_secs(30);
+
+#[test]
+fn the_exec_probe_passes_for_a_running_worker_without_metrics() {
+    if !selected("no-metrics") {
+        return;
+    }
+    let project_name = "deploy-probe";
+    let project = generate_with(project_name, variant("no-metrics").defines);
+    cargo(&project, &["build"]);
+    let binary = debug_binary(project_name);
+    let rendered = kustomize(&project.join("deploy/kubernetes/base"));
+    let objects = parse_documents(&rendered, "deploy-probe base");
+    let deployment = only(&objects, "Deployment", "deploy-probe base");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let config = project.join("deploy/kubernetes/base/config.yaml");
+    let in_pod = format!("/etc/{project_name}/config.yaml");
+    let image_binary = format!("/usr/local/bin/{project_name}");
+    // The probe's command with the binary and config file of this machine.
+    let probe = |name: &str| -> Command {
+        let words: Vec<String> = container[name]["exec"]["command"]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("{name} is no exec probe"))
+            .iter()
+            .map(|word| {
+                let word = word.as_str().unwrap();
+                if word == image_binary {
+                    binary.to_string_lossy().into_owned()
+                } else if word == in_pod {
+                    config.to_string_lossy().into_owned()
+                } else {
+                    word.to_owned()
+                }
+            })
+            .collect();
+        let mut command = Command::new(&words[0]);
+        command.args(&words[1..]).current_dir(project.path());
+        scrub_env(&mut command);
+        command
+    };
+    let config_value: Value =
+        serde_norway::from_str(&project.read("deploy/kubernetes/base/config.yaml")).unwrap();
+    let heartbeat = config_value["heartbeat"]["file"]
+        .as_str()
+        .expect("heartbeat.file")
+        .to_owned();
+    let _ = std::fs::remove_file(&heartbeat);
+
+    // Before the worker runs, the probe fails.
+    let before = probe("livenessProbe").output().unwrap();
+    assert!(
+        !before.status.success(),
+        "the probe passed with no worker running"
+    );
+
+    let redis = RedisServer::start();
+    let mut command = Command::new(&binary);
+    command.current_dir(project.path());
+    scrub_env(&mut command);
+    command
+        .args(["run", "--config", &config.to_string_lossy()])
+        .env("REDIS_URL", redis.url());
+    let mut worker = Process::spawn(project_name, command);
+    for name in ["startupProbe", "livenessProbe", "readinessProbe"] {
+        wait_until(
+            PROBE_DEADLINE,
+            &format!("the {name} command to pass"),
+            || {
+                worker.assert_running();
+                let output = probe(name).output().map_err(|error| error.to_string())?;
+                if output.status.success() {
+                    Ok(())
+                } else {
+                    Err(String::from_utf8_lossy(&output.stderr).into_owned())
+                }
+            },
+        );
+    }
+    worker.terminate();
+    let grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .unwrap();
+    let status = worker.wait_for_exit(Duration::from_secs(grace));
+    assert!(status.success(), "{}", worker.output());
+    let _ = std::fs::remove_file(&heartbeat);
+    note(
+        "  exec probe: `healthcheck` with the pods' config passes for a running worker without metrics",
+    );
 }
 
 /// An instant query's result (a vector's series); panics on an error.
