@@ -16,7 +16,8 @@
 //!   cluster (`kubectl kustomize`, `promtool check rules`) run as written.
 //! - `alert_rules_pass_promtool`: `promtool check rules`, and `promtool test
 //!   rules` with tests/deploy/alerts.test.yaml, which must fire and silence
-//!   every alert of the rules file.
+//!   every alert of the rules file; and the dashboard's JSON is one Grafana
+//!   imports (strict JSON, uid, grid, data source variable, queries).
 //! - `a_real_prometheus_sees_every_panel_and_alert`: a generated worker (the
 //!   default variant with the fault-injecting logic of
 //!   tests/fixtures/fault_business_logic.rs) runs with the manifests' config
@@ -1037,11 +1038,113 @@ fn alert_rules_pass_promtool() {
                 variant.label
             );
         }
+        check_dashboard(variant, &project);
         note(format!(
             "  alert rules ({}): {} alerts checked and unit-tested by promtool",
             variant.label,
             alerts.len()
         ));
+    }
+}
+
+/// The dashboard imports into Grafana: strict JSON (Python's parser), a
+/// title and a uid Grafana accepts, panels with unique ids on the 24-column
+/// grid without overlaps, queries with unique refIds on the Prometheus data
+/// source the dashboard asks for at import.
+fn check_dashboard(variant: &Variant, project: &GeneratedProject) {
+    let path = project.join("deploy/grafana/dashboard.json");
+    let output = run_tool(
+        "python3",
+        &["-m", "json.tool", &path.to_string_lossy()],
+        "install Python 3",
+    );
+    expect_success(
+        &format!("{}: dashboard.json is strict JSON", variant.label),
+        &output,
+    );
+    let what = format!("{}: dashboard.json", variant.label);
+    let dashboard: Value =
+        serde_norway::from_str(&project.read("deploy/grafana/dashboard.json")).unwrap();
+    assert!(
+        dashboard["title"].as_str().is_some_and(|t| !t.is_empty()),
+        "{what}: no title"
+    );
+    let uid = dashboard["uid"].as_str().unwrap_or_default();
+    assert!(
+        !uid.is_empty()
+            && uid.len() <= 40
+            && uid
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "{what}: uid {uid:?} is not one Grafana accepts"
+    );
+    assert!(
+        dashboard["schemaVersion"].as_u64().is_some(),
+        "{what}: no schemaVersion"
+    );
+    let variables = dashboard["templating"]["list"]
+        .as_sequence()
+        .expect("templating.list");
+    assert!(
+        variables
+            .iter()
+            .any(|v| v["name"].as_str() == Some("datasource")
+                && v["type"].as_str() == Some("datasource")
+                && v["query"].as_str() == Some("prometheus")),
+        "{what}: no `datasource` variable of Prometheus data sources"
+    );
+    let panels = dashboard["panels"].as_sequence().expect("panels");
+    let mut ids = BTreeSet::new();
+    let mut cells = BTreeSet::new();
+    for panel in panels {
+        let title = panel["title"].as_str().unwrap_or_default();
+        assert!(
+            ids.insert(panel["id"].as_u64().expect("panel id")),
+            "{what}: panel id repeated ({title})"
+        );
+        let grid = &panel["gridPos"];
+        let [x, y, w, h] = ["x", "y", "w", "h"].map(|k| {
+            grid[k]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{what}: {title}: gridPos.{k}"))
+        });
+        assert!(
+            w > 0 && h > 0 && x + w <= 24,
+            "{what}: {title} is off the 24-column grid"
+        );
+        for column in x..x + w {
+            for row in y..y + h {
+                assert!(
+                    cells.insert((column, row)),
+                    "{what}: {title} overlaps another panel"
+                );
+            }
+        }
+        assert_eq!(
+            panel["datasource"]["uid"].as_str(),
+            Some("${datasource}"),
+            "{what}: {title}: data source"
+        );
+        let mut refs = BTreeSet::new();
+        let targets = panel["targets"]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("{what}: {title}: no targets"));
+        assert!(!targets.is_empty(), "{what}: {title}: no queries");
+        for target in targets {
+            assert!(
+                refs.insert(target["refId"].as_str().expect("refId")),
+                "{what}: {title}: refId repeated"
+            );
+            assert!(
+                target["expr"].as_str().is_some_and(|e| !e.is_empty()),
+                "{what}: {title}: empty query"
+            );
+            assert_eq!(
+                target["datasource"]["uid"].as_str(),
+                Some("${datasource}"),
+                "{what}: {title}: query data source"
+            );
+        }
     }
 }
 
