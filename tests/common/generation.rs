@@ -205,6 +205,7 @@ pub fn unrendered_liquid(project: &GeneratedProject) -> Vec<String> {
         };
         for (number, line) in text.lines().enumerate() {
             let rest = without_github_expressions(line);
+            let rest = without_monitoring_templates(&file, &rest);
             if rest.contains("{{") || rest.contains("{%") {
                 found.push(format!("{}:{}: {line}", file.display(), number + 1));
             }
@@ -218,6 +219,30 @@ fn without_github_expressions(line: &str) -> String {
     let mut rest = line;
     let mut kept = String::with_capacity(line.len());
     while let Some(start) = rest.find("${{") {
+        let Some(length) = rest[start..].find("}}") else {
+            break;
+        };
+        kept.push_str(&rest[..start]);
+        rest = &rest[start + length + 2..];
+    }
+    kept.push_str(rest);
+    kept
+}
+
+/// `line` without the templates of the monitoring files under deploy/,
+/// rendered from `{% raw %}` blocks: Prometheus's alert templates
+/// (`{{ $labels.stream }}`, `{{ $value }}`: Liquid names never start with
+/// `$`) and, in a Grafana dashboard's JSON, a `"legendFormat"` line
+/// (`{{stream}} / {{group}}`).
+fn without_monitoring_templates(file: &Path, line: &str) -> String {
+    if file.extension().is_some_and(|ext| ext == "json")
+        && line.trim_start().starts_with("\"legendFormat\":")
+    {
+        return String::new();
+    }
+    let mut rest = line;
+    let mut kept = String::with_capacity(line.len());
+    while let Some(start) = rest.find("{{ $") {
         let Some(length) = rest[start..].find("}}") else {
             break;
         };
