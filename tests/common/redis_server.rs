@@ -241,6 +241,14 @@ pub fn free_port() -> u16 {
 
 /// Starts redis-server on `port` with its data in `dir` and waits until it
 /// answers PING.
+/// The `redis-server` the tests start: `TEST_REDIS_SERVER` (a path), so the
+/// suites can run against another Redis version, or the one on `PATH`.
+pub fn redis_server_program() -> std::ffi::OsString {
+    std::env::var_os("TEST_REDIS_SERVER")
+        .filter(|program| !program.is_empty())
+        .unwrap_or_else(|| "redis-server".into())
+}
+
 fn launch_redis(
     port: u16,
     dir: &Path,
@@ -249,7 +257,7 @@ fn launch_redis(
 ) -> Result<Process, String> {
     assert_ne!(port, 6379, "never the machine's own Redis");
     let log = dir.join("redis.log");
-    let mut command = Command::new("redis-server");
+    let mut command = Command::new(redis_server_program());
     command
         .arg("--port")
         .arg(port.to_string())

@@ -36,8 +36,8 @@ pub struct Project {
 /// project's.
 pub const RUNTIME_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// How long each step of the first contact with Redis (connecting, `PING`)
-/// may take before the operator is told what is wrong.
+/// How long the first contact with Redis (connecting, which is a round
+/// trip) may take before the operator is told what is wrong.
 const FIRST_CONTACT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Runs the command line of `project` with the business logic `L`: reads
@@ -358,14 +358,30 @@ async fn dispatch<L: Logic>(
     Ok(())
 }
 
-/// Whether Redis answers at the configured URL. If not, the message a
-/// newcomer needs: the address tried (without its password), the setting it
-/// came from, what went wrong in plain words, and what to do.
-async fn reachable<L>(loaded: &Loaded<L>) -> Result<(), String> {
+/// Why Redis could not be reached, said for a person.
+struct NotReached {
+    /// The address tried (without its password), the setting it came from,
+    /// what went wrong in plain words, and what to do.
+    message: String,
+    /// Trying again cannot help: a file named in the settings cannot be
+    /// read, or a certificate was refused.
+    fatal: bool,
+}
+
+impl From<NotReached> for BoxError {
+    fn from(not_reached: NotReached) -> Self {
+        not_reached.message.into()
+    }
+}
+
+/// Whether Redis answers at the configured URL; if not, what a newcomer
+/// needs to know.
+async fn reachable<L>(loaded: &Loaded<L>) -> Result<(), NotReached> {
     let redis = &loaded.settings.redis;
     let Err(error) = first_contact(redis, FIRST_CONTACT_TIMEOUT).await else {
         return Ok(());
     };
+    let fatal = !matches!(error, crate::error::Error::Redis(_)) || error.is_certificate_refused();
     let kind = Unreachable::of(&error);
     let source = match loaded.source_of("redis.url").as_str() {
         "default" => "the default; set REDIS_URL to change it".to_owned(),
@@ -384,10 +400,11 @@ async fn reachable<L>(loaded: &Loaded<L>) -> Result<(), String> {
         "cannot reach Redis at {} (redis.url, from {source}): {what}",
         redis.url.redacted()
     );
-    Err(match kind.hint() {
+    let message = match kind.hint() {
         "" => format!("{message}."),
         hint => format!("{message}. {hint}"),
-    })
+    };
+    Err(NotReached { message, fatal })
 }
 
 /// Consumes the stream until SIGTERM or SIGINT.
@@ -401,9 +418,13 @@ async fn run<L: Logic>(loaded: &Loaded<L::Settings>) -> Result<(), BoxError> {
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
-    // Said once, clearly; the worker then keeps trying, quietly.
-    if let Err(message) = reachable(loaded).await {
-        tracing::warn!("{message} The worker keeps trying meanwhile.");
+    // Said once, clearly; the worker then keeps trying, quietly, unless
+    // trying again cannot help.
+    if let Err(unreachable) = reachable(loaded).await {
+        if unreachable.fatal {
+            return Err(unreachable.message.into());
+        }
+        tracing::warn!("{} The worker keeps trying meanwhile.", unreachable.message);
     }
     let logic = L::build(&loaded.logic)
         .await

@@ -206,8 +206,6 @@ pub enum Unreachable {
     Auth,
     /// Nothing answered in time.
     Timeout,
-    /// Redis is loading its data set and answers nothing else until done.
-    Loading,
     /// Anything else; the error says what.
     Other,
 }
@@ -233,11 +231,13 @@ impl Unreachable {
             Self::Tls
         } else if redis.kind() == redis::ErrorKind::AuthenticationFailed
             || matches!(redis.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
+            // A cluster client reports its seeds' failures as text.
+            || ["wrongpass", "noauth", "authentication"]
+                .iter()
+                .any(|word| text.contains(word))
         {
             Self::Auth
-        } else if redis.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading) {
-            Self::Loading
-        } else if redis.is_connection_refusal() {
+        } else if redis.is_connection_refusal() || text.contains("connection refused") {
             Self::Refused
         } else if redis.is_timeout() || text.contains("timed out") || text.contains("timeout") {
             Self::Timeout
@@ -264,7 +264,6 @@ impl Unreachable {
             Self::Tls => "the TLS handshake failed",
             Self::Auth => "authentication failed",
             Self::Timeout => "no answer in time",
-            Self::Loading => "Redis is loading its data set",
             Self::Other => "error",
         }
     }
@@ -292,7 +291,6 @@ impl Unreachable {
                  rediss:// for a TLS port, redis:// for a plain one), and any firewall or \
                  proxy in between."
             }
-            Self::Loading => "It answers once the data set is loaded.",
             Self::Other => "",
         }
     }

@@ -138,6 +138,8 @@ const TOUCH_BATCH: usize = 1_000;
 /// Removes `ARGV[1]` from group `ARGV[2]` of stream `KEYS[1]` if it is idle
 /// for at least `ARGV[3]` ms and holds no pending entries. Atomic, so an
 /// entry delivered between the check and the removal cannot be lost.
+/// Returns what `XGROUP DELCONSUMER` does (0), -1 for a consumer that
+/// stays, -2 for one that is not in the group.
 static DELETE_IF_IDLE: LazyLock<Script> = LazyLock::new(|| Script::new(DELETE_IF_IDLE_LUA));
 const DELETE_IF_IDLE_LUA: &str = r"
 local consumers = redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[2])
@@ -151,8 +153,19 @@ for _, info in ipairs(consumers) do
     return -1
   end
 end
-return -1
+return -2
 ";
+
+/// What [`Consumer::leave`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leave {
+    /// The consumer held nothing and was removed from the group.
+    Left,
+    /// It holds pending entries, so it stays.
+    Holds,
+    /// It was not in the group.
+    NotMember,
+}
 
 impl Consumer {
     /// A consumer that connects on first use. `block` is the `XREADGROUP`
@@ -512,19 +525,23 @@ impl Consumer {
     /// with no idle time required); whether it was removed. A consumer that
     /// still holds entries stays, so that another can take them over:
     /// removing it would make them unclaimable.
-    pub async fn leave(&mut self) -> Result<bool, Error> {
+    ///
+    /// On a connection of its own: at a stop the consumer's two connections
+    /// are usually closed already.
+    pub async fn leave(&mut self) -> Result<Leave, Error> {
         let mut invocation = DELETE_IF_IDLE.prepare_invoke();
         invocation
             .key(&self.names.stream)
             .arg(&self.names.consumer)
             .arg(&self.names.group)
             .arg(0);
-        let result: i64 = self
-            .on(Connections::commands, async |connection| {
-                invocation.invoke_async(connection).await
-            })
-            .await?;
-        Ok(result >= 0)
+        let mut connection = self.connector.connect(COMMAND_TIMEOUT).await?;
+        let result: i64 = invocation.invoke_async(&mut connection).await?;
+        Ok(match result {
+            -2 => Leave::NotMember,
+            -1 => Leave::Holds,
+            _ => Leave::Left,
+        })
     }
 }
 

@@ -86,16 +86,19 @@ impl Observer for Summary {
 /// did; the first time within a second of the first entry. Runs until
 /// dropped.
 pub async fn log_every(summary: Arc<Summary>, interval: Duration) {
-    let started = Instant::now();
-    let mut first = tokio::time::interval_at(started + FIRST_LOOK, FIRST_LOOK);
+    let mut looked = Instant::now();
+    let mut first = tokio::time::interval_at(looked + FIRST_LOOK, FIRST_LOOK);
     first.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         first.tick().await;
         if !summary.totals().is_empty() {
             break;
         }
+        looked = Instant::now();
     }
-    let mut last = (Totals::default(), started);
+    // The first window starts at the last look that found nothing: its
+    // rate is that of the first entries, not averaged over an idle start.
+    let mut last = (Totals::default(), looked);
     let mut ticks = tokio::time::interval_at(Instant::now(), interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {

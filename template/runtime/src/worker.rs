@@ -52,7 +52,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::connection::Connector;
-use crate::consumer::{Consumer, Names, ReadAhead, TakenOver};
+use crate::consumer::{Consumer, Leave, Names, ReadAhead, TakenOver};
 use crate::error::Error;
 use crate::handler::Handler;
 use crate::name_lock::NameLock;
@@ -68,6 +68,9 @@ use self::sources::{delivery_id, first_deliveries};
 /// While Redis has not answered since the start, how often a failed attempt
 /// is logged at warn; the others are logged at debug.
 const START_REMINDER: Duration = Duration::from_secs(30);
+
+/// The longest leaving the group at a stop may take.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where the entries of a step came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -314,8 +317,13 @@ impl<H: Handler> Worker<H> {
                 }
             }
         }
-        self.finish().await;
-        self.leave_group().await;
+        if self.finish().await {
+            self.leave_group().await;
+        } else {
+            info!(
+                "stays in the consumer group: entries may still be pending under its name; other consumers take them over"
+            );
+        }
         lock.release().await;
         watcher.abort();
         summarise.abort();
@@ -333,21 +341,27 @@ impl<H: Handler> Worker<H> {
     /// consumers of processes that stopped (pods scaled down, each named
     /// anew) do not pile up in it. One that still holds entries stays until
     /// another worker took them over; `worker.delete_idle_consumers_ms`
-    /// removes it then.
+    /// removes it then. Bounded by [`LEAVE_TIMEOUT`]: the stop must fit in
+    /// the orchestrator's grace period.
     async fn leave_group(&mut self) {
-        match self.consumer.leave().await {
-            Ok(true) => info!("left the consumer group: nothing pending"),
-            Ok(false) => info!(
-                "stays in the consumer group: it still holds pending entries, which other consumers take over"
+        match tokio::time::timeout(LEAVE_TIMEOUT, self.consumer.leave()).await {
+            Ok(Ok(Leave::Left)) => info!("left the consumer group: nothing pending"),
+            Ok(Ok(Leave::Holds)) => info!(
+                "stays in the consumer group: it still holds pending entries, which are delivered again"
             ),
-            Err(error) => debug!(%error, "cannot leave the consumer group; it stays"),
+            Ok(Ok(Leave::NotMember)) => debug!("not in the consumer group; nothing to leave"),
+            Ok(Err(error)) => debug!(%error, "cannot leave the consumer group; it stays"),
+            Err(_) => debug!("leaving the consumer group timed out; it stays"),
         }
     }
 
     /// Processes the entries read ahead and acknowledges what was processed,
     /// before the deadline; what cannot be done in time stays pending and is
-    /// delivered again later.
-    async fn finish(&mut self) {
+    /// delivered again later. Whether everything was settled: the read ahead
+    /// answered and every outcome was recorded. A read that did not answer
+    /// may still hand entries to this consumer after it stopped.
+    async fn finish(&mut self) -> bool {
+        let mut settled = true;
         let deadline = self.shutdown.deadline().unwrap_or_else(Instant::now);
         if let Some(read) = self.read_ahead.take() {
             match timeout_at(deadline, self.consumer.take(read)).await {
@@ -355,8 +369,14 @@ impl<H: Handler> Worker<H> {
                     let report = self.process(first_deliveries(deliveries)).await;
                     debug!(?report, "processed the entries read ahead");
                 }
-                Ok(Err(error)) => warn!(%error, "the read ahead failed"),
-                Err(_) => warn!("the read ahead did not answer before the shutdown deadline"),
+                Ok(Err(error)) => {
+                    settled = false;
+                    warn!(%error, "the read ahead failed");
+                }
+                Err(_) => {
+                    settled = false;
+                    warn!("the read ahead did not answer before the shutdown deadline");
+                }
             }
         }
         let mut backoff = Backoff::new(
@@ -383,7 +403,9 @@ impl<H: Handler> Worker<H> {
                 unacknowledged = self.ledger.len(),
                 "shutdown deadline passed before every processed entry was acknowledged; they will be delivered again"
             );
+            return false;
         }
+        settled
     }
 
     /// One unit of work: finishes acknowledgements a failed step left, makes

@@ -341,7 +341,7 @@ fn finished(
         info!(
             %id,
             elapsed_ms = elapsed.as_millis() as u64,
-            "first entry {what}; the next ones are logged at debug, with a summary at info"
+            "first entry {what}; the next ones are logged at debug (RUST_LOG=info,redis_streams_runtime=debug), with a summary at info"
         );
     }
     if batch.next_flush.is_none() {
