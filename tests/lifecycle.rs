@@ -598,6 +598,33 @@ fn an_unreachable_redis_is_explained_once_for_each_kind_of_failure() {
         ));
     }
 
+    // A cluster's seeds fail inside the cluster client's own error: the
+    // same words.
+    for (url, words) in [
+        (
+            format!("redis://127.0.0.1:{refused_port}"),
+            "connection refused",
+        ),
+        (
+            format!("redis://app:wrong-pass@127.0.0.1:{}", password_redis.port()),
+            "authentication failed",
+        ),
+    ] {
+        let mut command = Command::new(&built.binary);
+        scrub_env(&mut command);
+        let output = command
+            .args(["status", "--cluster"])
+            .env("REDIS_URL", &url)
+            .output()
+            .expect("the binary runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{url}: {stderr}");
+        assert!(
+            stderr.contains("cannot reach Redis at") && stderr.contains(words),
+            "cluster {url}: {stderr}"
+        );
+    }
+
     // Every operator command that needs Redis fails fast the same way.
     let refused = format!("redis://127.0.0.1:{refused_port}");
     for args in [
