@@ -35,14 +35,93 @@ const SECRET_PARAMETERS: &[&str] = &["pass", "password", "passwd", "pwd", "token
 /// );
 /// ```
 pub fn redact_url(url: &str) -> String {
-    url.split(',').map(redact_one).collect::<Vec<_>>().join(",")
+    let redacted = seeds(url)
+        .into_iter()
+        .map(redact_one)
+        .collect::<Vec<_>>()
+        .join(",");
+    // Where the seeds were cut wrongly after all, the password read from
+    // the whole text is hidden too: more than needed, never less.
+    match password_before_last_at(url) {
+        Some(password) if !password.is_empty() && redacted.contains(password) => {
+            redacted.replace(password, MASK)
+        }
+        _ => redacted,
+    }
+}
+
+/// The URLs of a comma-separated seed list (`redis://a:7000,b:7000`),
+/// where a comma inside a password (`redis://app:pa,ss@db`) or a query
+/// value (`?password=a,b`) separates nothing. A comma separates two seeds
+/// when a scheme follows it, or when the text before it is a whole URL:
+/// no query or fragment begun, no `user:password` cut short (a userinfo
+/// whose `@` only comes after the comma, or a "port" that is no number).
+pub fn seeds(url: &str) -> Vec<&str> {
+    let mut seeds = Vec::new();
+    let mut start = 0;
+    for (comma, _) in url.match_indices(',') {
+        if separates(&url[start..comma], &url[comma + 1..]) {
+            seeds.push(&url[start..comma]);
+            start = comma + 1;
+        }
+    }
+    seeds.push(&url[start..]);
+    seeds
+}
+
+/// Whether the comma between `before` (the current seed so far) and
+/// `after` (the rest of the text) ends the seed.
+fn separates(before: &str, after: &str) -> bool {
+    if starts_with_scheme(after) {
+        return true;
+    }
+    let rest = before.split_once("://").map_or(before, |(_, rest)| rest);
+    if rest.contains(['?', '#']) {
+        // A query or a fragment runs on up to the next scheme.
+        return false;
+    }
+    if rest.contains('@') {
+        // A whole userinfo and its host.
+        return true;
+    }
+    let next_seed = after
+        .match_indices(',')
+        .find(|(comma, _)| starts_with_scheme(&after[comma + 1..]))
+        .map_or(after, |(comma, _)| &after[..comma]);
+    if next_seed
+        .split_once('@')
+        .is_some_and(|(userinfo, _)| !userinfo.contains(':'))
+    {
+        // The `@` that ends this seed's userinfo comes after the comma
+        // (the text before it is no `user:password` of its own): the
+        // comma is part of the password.
+        return false;
+    }
+    match rest.rsplit_once(':') {
+        // A host and port, or a `user:password` cut by the comma.
+        Some((_, port)) => port.bytes().all(|byte| byte.is_ascii_digit()),
+        None => true,
+    }
+}
+
+/// Whether `text` begins with a URL scheme and `://`.
+fn starts_with_scheme(text: &str) -> bool {
+    text.split_once("://").is_some_and(|(scheme, _)| {
+        !scheme.is_empty()
+            && scheme
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'+' | b'-' | b'.'))
+    })
 }
 
 /// The passwords in `url`, each as written and, if different, decoded from
 /// percent-encoding (the form a library error would show).
 pub fn secrets_in_url(url: &str) -> Vec<String> {
-    let mut secrets = Vec::new();
-    for part in url.split(',') {
+    let mut secrets: Vec<String> = password_before_last_at(url)
+        .map(str::to_owned)
+        .into_iter()
+        .collect();
+    for part in seeds(url) {
         let parts = Parts::of(part);
         if let Some(password) = parts.password {
             secrets.push(password.to_owned());
@@ -283,6 +362,18 @@ mod tests {
                 "redis://a:pw1@h1:7000,redis://b:pw2@h2:7001",
                 "redis://a:***@h1:7000,redis://b:***@h2:7001",
             ),
+            ("redis://app:pa,ss@db:6379", "redis://app:***@db:6379"),
+            ("redis://app:1,2,3@db:6379", "redis://app:***@db:6379"),
+            ("redis://:a,b@db", "redis://:***@db"),
+            ("redis://h?password=a,b", "redis://h?password=***"),
+            (
+                "redis://h?password=a,b&protocol=3",
+                "redis://h?password=***&protocol=3",
+            ),
+            (
+                "redis://a:pw,1@h1:7000,h2:7001",
+                "redis://a:***@h1:7000,h2:7001",
+            ),
         ];
         for (url, expected) in cases {
             assert_eq!(redact_url(url), expected, "{url}");
@@ -299,6 +390,42 @@ mod tests {
         assert!(secrets_in_url("redis://127.0.0.1:6379").is_empty());
         let secrets = secrets_in_url("redis://app:pa#ss@db");
         assert!(secrets.contains(&"pa#ss".to_owned()), "{secrets:?}");
+    }
+
+    #[test]
+    fn a_comma_separates_seeds_only_between_whole_urls() {
+        let cases: [(&str, &[&str]); 7] = [
+            ("redis://a:7000,b:7001", &["redis://a:7000", "b:7001"]),
+            (
+                "redis://u:p@a:7000,rediss://b:7001",
+                &["redis://u:p@a:7000", "rediss://b:7001"],
+            ),
+            ("redis://app:pa,ss@db:6379", &["redis://app:pa,ss@db:6379"]),
+            (
+                "redis://app:1,2@db,b:7001",
+                &["redis://app:1,2@db", "b:7001"],
+            ),
+            ("redis://h?password=a,b", &["redis://h?password=a,b"]),
+            (
+                "redis://a:7000,u:p@b:7001",
+                &["redis://a:7000", "u:p@b:7001"],
+            ),
+            (
+                "redis://a:7000?protocol=3,redis://b:7001",
+                &["redis://a:7000?protocol=3", "redis://b:7001"],
+            ),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(seeds(url), expected, "{url}");
+        }
+    }
+
+    #[test]
+    fn a_password_with_commas_is_a_secret_whole() {
+        let secrets = secrets_in_url("redis://app:pa,ss@db:6379");
+        assert!(secrets.contains(&"pa,ss".to_owned()), "{secrets:?}");
+        let secrets = secrets_in_url("redis://h?password=a,b");
+        assert!(secrets.contains(&"a,b".to_owned()), "{secrets:?}");
     }
 
     #[test]

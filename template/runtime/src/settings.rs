@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::redact::{Redactor, redact_url, secrets_in_url};
+use crate::redact::{Redactor, redact_url, secrets_in_url, seeds};
 
 pub use crate::section::{Refusal, millis};
 pub use load::{Loaded, Overrides, SettingsError, load, load_with};
@@ -358,7 +358,8 @@ impl RedisSettings {
             return vec![url.to_owned()];
         }
         let scheme = url.split_once("://").map_or("redis", |(scheme, _)| scheme);
-        url.split(',')
+        seeds(url)
+            .into_iter()
             .map(str::trim)
             .filter(|seed| !seed.is_empty())
             .map(|seed| {

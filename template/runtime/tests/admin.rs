@@ -321,6 +321,40 @@ async fn trim_refuses_to_drop_unprocessed_entries_without_force() {
     assert_eq!(all.groups_needing, std::slice::from_ref(group));
 }
 
+/// A password may hold commas (`redis://app:pa,ss@db`): the whole of it is
+/// hidden from `config`, and from the message of a command that cannot
+/// connect, which goes through the log redactor.
+#[test]
+fn a_password_with_commas_is_hidden_whole() {
+    for (url, parts) in [
+        ("redis://app:hun,ter2@127.0.0.1:1/0", &["hun", "ter2"][..]),
+        (
+            "redis://127.0.0.1:1/0?password=hun,ter2",
+            &["hun", "ter2"][..],
+        ),
+        (
+            "redis://app:12,34@127.0.0.1:1/0",
+            &["12,34", ":34@", ":12,"][..],
+        ),
+    ] {
+        let mut settings = Settings::default();
+        settings.redis.url = url.into();
+        let config = stdout(&cli(&settings, &["config"], None));
+        assert!(config.contains("127.0.0.1:1/0"), "{config}");
+        let status = cli(&settings, &["status"], None);
+        assert!(!status.status.success());
+        let said = format!(
+            "{config}{}{}",
+            String::from_utf8_lossy(&status.stdout),
+            String::from_utf8_lossy(&status.stderr)
+        );
+        assert!(said.contains("127.0.0.1:1"), "{said}");
+        for part in parts {
+            assert!(!said.contains(part), "{url}: `{part}` shown in\n{said}");
+        }
+    }
+}
+
 #[test]
 fn config_shows_sources_and_never_the_password() {
     let mut settings = Settings::default();
