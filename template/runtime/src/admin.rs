@@ -15,7 +15,7 @@ use std::time::Duration;
 
 pub use config::ConfigReport;
 pub use dead_letters::{DeadLetterList, DeadLetterView, Purged, Replayed, ReplayedLetter};
-pub use send::{Documents, Sent};
+pub use send::{Document, Documents, Sent};
 pub use status::{ConsumerStatus, GroupStatus, Status, StatusReport, Trend};
 pub use trim::{Cut, TrimReport, TrimRequest, TrimTo, parse_age};
 

@@ -121,6 +121,15 @@ async fn send_adds_exactly_what_it_is_given() {
     let refused = cli(&settings, &["send"], Some("{\"ok\":1}\nnot json\n"));
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("line 2"));
+    // Blank lines count: the refusal names the line an editor shows.
+    let refused = cli(
+        &settings,
+        &["send"],
+        Some("{\"ok\":1}\n\n\n{\"ok\":2}\nnot json\n"),
+    );
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("line 5"), "{said}");
     let length: usize = redis.xlen(stream).await.unwrap();
     assert_eq!(length, 2503, "nothing is sent when a line is bad");
 }

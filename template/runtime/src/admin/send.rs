@@ -24,24 +24,49 @@ pub enum Documents {
     Stdin,
 }
 
+/// One document and where it came from: its line of standard input,
+/// counting blank lines, or its place among the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    /// 1-based: the line a refusal names.
+    pub line: usize,
+    /// The JSON text.
+    pub text: String,
+}
+
 impl Documents {
-    /// The documents as text, in order.
-    fn read(self) -> Result<Vec<String>, AdminError> {
+    /// The documents, in order.
+    fn read(self) -> Result<Vec<Document>, AdminError> {
         Ok(match self {
-            Self::One(document) => vec![document],
+            Self::One(document) => vec![Document {
+                line: 1,
+                text: document,
+            }],
             Self::Samples(count) => (0..count)
-                .map(|n| {
-                    serde_json::json!({ "n": n, "user_id": format!("user-{}", n % 100), "action": "sample" })
-                        .to_string()
+                .map(|n| Document {
+                    line: n + 1,
+                    text: serde_json::json!({ "n": n, "user_id": format!("user-{}", n % 100), "action": "sample" })
+                        .to_string(),
                 })
                 .collect(),
-            Self::Stdin => std::io::stdin()
-                .lock()
-                .lines()
-                .filter(|line| line.as_ref().map_or(true, |line| !line.trim().is_empty()))
-                .collect::<Result<_, _>>()?,
+            Self::Stdin => lines(std::io::stdin().lock())?,
         })
     }
+}
+
+/// The non-blank lines of `input`, each with its line number.
+fn lines(input: impl BufRead) -> Result<Vec<Document>, AdminError> {
+    let mut documents = Vec::new();
+    for (index, line) in input.lines().enumerate() {
+        let text = line?;
+        if !text.trim().is_empty() {
+            documents.push(Document {
+                line: index + 1,
+                text,
+            });
+        }
+    }
+    Ok(documents)
 }
 
 /// What `send` prints.
@@ -83,13 +108,13 @@ impl Admin {
     /// `progress` hears how many were added so far.
     pub async fn send(
         &mut self,
-        documents: &[String],
+        documents: &[Document],
         mut progress: impl FnMut(usize),
     ) -> Result<usize, AdminError> {
-        for (index, document) in documents.iter().enumerate() {
-            if let Err(source) = serde_json::from_str::<serde_json::Value>(document) {
+        for document in documents {
+            if let Err(source) = serde_json::from_str::<serde_json::Value>(&document.text) {
                 return Err(AdminError::NotJson {
-                    line: index + 1,
+                    line: document.line,
                     source,
                 });
             }
@@ -102,7 +127,7 @@ impl Admin {
                     .arg(&self.stream)
                     .arg("*")
                     .arg("data")
-                    .arg(document)
+                    .arg(&document.text)
                     .ignore();
             }
             pipe.query_async::<()>(&mut self.connection).await?;
@@ -110,5 +135,21 @@ impl Admin {
             progress(sent);
         }
         Ok(sent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blank_lines_keep_the_line_numbers_true() {
+        let input = "{\"a\":1}\n\n   \n{\"b\":2}\n";
+        let documents = lines(input.as_bytes()).unwrap();
+        let numbered: Vec<(usize, &str)> = documents
+            .iter()
+            .map(|document| (document.line, document.text.as_str()))
+            .collect();
+        assert_eq!(numbered, [(1, "{\"a\":1}"), (4, "{\"b\":2}")]);
     }
 }
