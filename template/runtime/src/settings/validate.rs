@@ -103,15 +103,23 @@ fn core(s: &Settings) -> Result<(), Refusal> {
             "must differ from the stream",
         ));
     }
-    if s.redis.cluster
-        && let Some(dead_letters) = &s.worker.dead_letter_stream
-        && Slot::for_key(dead_letters) != Slot::for_key(&s.redis.stream)
-    {
-        return Err(Refusal::new(
-            "worker.dead_letter_stream",
-            "must hash to the stream's cluster slot: give both the same hash tag, \
-             such as {orders}:events and {orders}:dlq",
-        ));
+    if s.redis.cluster && Slot::for_key(&s.dead_letter_stream()) != Slot::for_key(&s.redis.stream) {
+        return Err(if s.worker.dead_letter_stream.is_some() {
+            Refusal::new(
+                "worker.dead_letter_stream",
+                "must hash to the stream's cluster slot: give both the same hash tag, \
+                 such as {orders}:events and {orders}:dlq",
+            )
+        } else {
+            // A name holding `}` without a hash tag hashes whole, and no
+            // `{...}` around it can: `{a}b}:dlq` hashes `a`.
+            Refusal::new(
+                "redis.stream",
+                "holds `}` without a hash tag, so no default dead-letter stream shares its \
+                 cluster slot: give the stream a hash tag, such as {orders}:events, or set \
+                 worker.dead_letter_stream to a name in its slot",
+            )
+        });
     }
     let w = &s.worker;
     let at_least_one = [
@@ -234,5 +242,34 @@ mod tests {
             error.contains("worker.dead_letter_stream") && error.contains("hash tag"),
             "{error}"
         );
+    }
+
+    /// Redis hashes what lies between the first `{` and the first `}` after
+    /// it; a stream named `a}b` has no tag and hashes whole, and the default
+    /// `{a}b}:dlq` would hash `a`: checked like an explicit name.
+    #[test]
+    fn a_default_dead_letter_stream_in_another_slot_is_refused() {
+        use redis::cluster_routing::Slot;
+        for stream in ["a}b", "{}x", "x}{"] {
+            let error = refusal(&[("REDIS_CLUSTER", "true"), ("REDIS_STREAM", stream)]);
+            assert!(
+                error.contains("redis.stream") && error.contains("hash tag"),
+                "{stream}: {error}"
+            );
+        }
+        for stream in ["orders", "{a}b}", "x{t}y}"] {
+            let loaded = load(
+                None,
+                env(&[("REDIS_CLUSTER", "true"), ("REDIS_STREAM", stream)]),
+                vec![],
+            )
+            .unwrap();
+            let dead_letters = loaded.settings.dead_letter_stream();
+            assert_eq!(
+                Slot::for_key(&dead_letters),
+                Slot::for_key(stream),
+                "{stream} and {dead_letters}"
+            );
+        }
     }
 }
