@@ -266,6 +266,39 @@ async fn purge_asks_unless_told_yes() {
     assert!(dead_letters(&mut redis, &settings).await.is_empty());
 }
 
+/// A refused trim counts what the group has not processed: pending and
+/// undelivered entries, not the acknowledged ones between them.
+#[tokio::test]
+async fn a_refused_trim_counts_only_unprocessed_entries() {
+    let settings = settings("trim-count");
+    let mut redis = connect(&settings).await;
+    let (stream, group) = (&settings.redis.stream, &settings.redis.consumer_group);
+    create_group(&mut redis, &settings).await;
+    let ids = add(&mut redis, stream, &["{}"; 10]).await;
+    read_as(&mut redis, &settings, "reader", 8).await;
+    let _: () = redis.xack(stream, group, &ids[1..7]).await.unwrap();
+    // Pending: 0 and 7; acknowledged: 1..7; undelivered: 8, 9.
+
+    let mut admin = Admin::connect(&settings).await.unwrap();
+    let refused = admin
+        .trim(&TrimRequest {
+            to: TrimTo::MaxLen(1),
+            exact: true,
+            force: false,
+            dry_run: false,
+        })
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(AdminError::WouldDropUnprocessed { unprocessed: 3, .. })
+        ),
+        "{refused:?}"
+    );
+    let length: usize = redis.xlen(stream).await.unwrap();
+    assert_eq!(length, 10, "a refused trim removes nothing");
+}
+
 #[tokio::test]
 async fn trim_refuses_to_drop_unprocessed_entries_without_force() {
     let settings = settings("trim");

@@ -180,7 +180,7 @@ impl Admin {
             (false, true) => "force",
             (false, false) => "trim",
         };
-        let (removed, groups, oldest): (i64, Vec<String>, Vec<String>) =
+        let (removed, groups, _oldest): (i64, Vec<String>, Vec<String>) =
             redis::Script::new(CHECK_AND_TRIM)
                 .key(&self.stream)
                 .arg(cut.to_string())
@@ -191,9 +191,8 @@ impl Admin {
         if !groups.is_empty() && action == "trim" {
             // Nothing was removed, so these entries are still there to count.
             let mut unprocessed = 0;
-            for oldest in &oldest {
-                let at_risk = self.count_range(oldest, &format!("({cut}")).await?;
-                unprocessed = unprocessed.max(at_risk);
+            for group in &groups {
+                unprocessed = unprocessed.max(self.unprocessed_before(group, &cut).await?);
             }
             return Err(AdminError::WouldDropUnprocessed {
                 cut: cut.to_string(),
@@ -287,6 +286,43 @@ impl Admin {
             from = format!("({}", last.id);
         }
         Ok(None)
+    }
+
+    /// Entries before `cut` that `group` has not processed: pending to one
+    /// of its consumers, or not yet delivered to it (the acknowledged ones
+    /// between them do not count).
+    async fn unprocessed_before(&mut self, group: &str, cut: &Cut) -> Result<u64, AdminError> {
+        let end = format!("({cut}");
+        let mut pending = 0;
+        let mut from = "-".to_owned();
+        loop {
+            let page: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
+                .arg(&self.stream)
+                .arg(group)
+                .arg(&from)
+                .arg(&end)
+                .arg(PAGE)
+                .query_async(&mut self.connection)
+                .await?;
+            pending += page.ids.len() as u64;
+            match page.ids.last() {
+                Some(last) if page.ids.len() == PAGE => from = format!("({}", last.id),
+                _ => break,
+            }
+        }
+        let groups: redis::streams::StreamInfoGroupsReply = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&self.stream)
+            .query_async(&mut self.connection)
+            .await?;
+        let undelivered = match groups.groups.iter().find(|info| info.name == group) {
+            Some(info) => {
+                self.count_range(&format!("({}", info.last_delivered_id), &end)
+                    .await?
+            }
+            None => 0,
+        };
+        Ok(pending + undelivered)
     }
 
     /// Entries with IDs from `start` to `end`, as `XRANGE` takes them.
