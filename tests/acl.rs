@@ -750,9 +750,75 @@ fn the_operator_commands_need_exactly_the_readme_operator_rule() {
         .unwrap();
     status_dlq_and_trim(&mut operator, &mut admin, "reader");
 
-    assert_exactly_what_was_sent(&operator, &operator_rule, &[]);
+    // `select` only where the URL names a database other than 0.
+    assert_exactly_what_was_sent(&operator, &operator_rule, &["select"]);
     let log = acl_log(&mut admin);
     assert!(log.is_empty(), "ACL LOG:\n{}", log.join("\n"));
+}
+
+/// A `REDIS_URL` naming a database other than 0 makes every connection
+/// send `SELECT`: the README's rules allow it, for the worker and for the
+/// operator, and everything happens in that database.
+#[test]
+fn both_rules_serve_a_database_other_than_0() {
+    const DB: u8 = 3;
+    let binary = fault_worker();
+    let redis = RedisServer::start();
+    let mut admin = redis.connect();
+    set_users(
+        &mut admin,
+        &[worker_rule(), readme_rule("{{worker_name}}-operator")],
+    );
+    let mut node = redis::Client::open(format!("{}/{DB}", redis.url()))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("template-test-acl-db-")
+        .tempdir_in(std::env::temp_dir())
+        .unwrap();
+    let run = Run {
+        binary,
+        redis: &redis,
+        dir: dir.path(),
+    };
+    let url = format!("redis://{USER}:{PASSWORD}@127.0.0.1:{}/{DB}", redis.port());
+    let mut worker = run.spawn("selecting", &[("REDIS_URL", &url)]);
+
+    let mut operator = Operator::new(binary, std::slice::from_ref(&redis), false);
+    operator.url = format!("{}/{DB}", operator.url);
+    let sent = operator.succeeds(&["send", "--count", "20"]);
+    assert!(sent.contains("added 20 entries"), "{sent}");
+    wait_until(DEADLINE, "the entries processed in database 3", || {
+        worker.assert_running();
+        let info: redis::streams::StreamInfoGroupsReply = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(STREAM)
+            .query(&mut node)
+            .map_err(|error| error.to_string())?;
+        match info.groups.first() {
+            Some(group) if group.lag == Some(0) && group.pending == 0 => Ok(()),
+            other => Err(format!("group {other:?}")),
+        }
+    });
+    let status = operator.succeeds(&["status"]);
+    assert!(status.contains(GROUP), "{status}");
+    assert_eq!(redis.xlen(STREAM), 0, "nothing lands in database 0");
+    assert!(operator.sent.contains_key("select"), "{:?}", operator.sent);
+
+    worker.terminate();
+    assert!(
+        worker.wait_for_exit(DEADLINE).success(),
+        "{}",
+        worker.output()
+    );
+    let log = acl_log(&mut admin);
+    assert!(log.is_empty(), "ACL LOG:\n{}", log.join("\n"));
+    assert!(
+        !worker.output().to_lowercase().contains("noperm"),
+        "{}",
+        worker.output()
+    );
 }
 
 /// What the README adds to the operator's rule on a cluster: the words of
@@ -827,7 +893,7 @@ fn the_operator_commands_on_a_cluster_need_the_readme_rule_and_its_cluster_addit
     }
     status_dlq_and_trim(&mut operator, &mut node, "reader");
 
-    assert_exactly_what_was_sent(&operator, &operator_rule, &["asking"]);
+    assert_exactly_what_was_sent(&operator, &operator_rule, &["asking", "select"]);
     let log = operator.acl_log();
     assert!(log.is_empty(), "ACL LOG:\n{}", log.join("\n"));
 }
