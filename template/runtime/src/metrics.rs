@@ -65,6 +65,7 @@ pub struct Metrics {
     processed: Counter,
     failed: Counter,
     dead_lettered: Counter,
+    dead_letters_refused: Counter,
     claimed: Counter,
     retried: Counter,
     reconnects: Counter,
@@ -89,6 +90,7 @@ impl Metrics {
             processed: Counter::default(),
             failed: Counter::default(),
             dead_lettered: Counter::default(),
+            dead_letters_refused: Counter::default(),
             claimed: Counter::default(),
             retried: Counter::default(),
             reconnects: Counter::default(),
@@ -114,6 +116,11 @@ impl Metrics {
                 "messages_dead_lettered",
                 "Entries written to the dead-letter stream",
                 &metrics.dead_lettered,
+            ),
+            (
+                "dead_letter_writes_refused",
+                "Dead letters Redis refused to write (their entries stay pending and are tried again)",
+                &metrics.dead_letters_refused,
             ),
             (
                 "messages_claimed",
@@ -188,6 +195,10 @@ impl Observer for Metrics {
 
     fn dead_lettered(&self, count: usize) {
         self.dead_lettered.inc_by(count as u64);
+    }
+
+    fn dead_letters_refused(&self, count: usize) {
+        self.dead_letters_refused.inc_by(count as u64);
     }
 
     fn claimed(&self, count: usize) {

@@ -23,6 +23,9 @@ pub trait Observer: Send + Sync + 'static {
     fn processed(&self, _outcome: Outcome, _elapsed: Duration) {}
     /// Entries were written to the dead-letter stream.
     fn dead_lettered(&self, _count: usize) {}
+    /// Redis refused to write `count` dead letters (a key of another type,
+    /// maxmemory, an ACL); their entries stay pending and are tried again.
+    fn dead_letters_refused(&self, _count: usize) {}
     /// Entries of other consumers were taken over.
     fn claimed(&self, _count: usize) {}
     /// Own failed entries were delivered again.
@@ -49,6 +52,10 @@ impl Observer for Vec<Arc<dyn Observer>> {
     fn dead_lettered(&self, count: usize) {
         self.iter()
             .for_each(|observer| observer.dead_lettered(count));
+    }
+    fn dead_letters_refused(&self, count: usize) {
+        self.iter()
+            .for_each(|observer| observer.dead_letters_refused(count));
     }
     fn claimed(&self, count: usize) {
         self.iter().for_each(|observer| observer.claimed(count));

@@ -400,8 +400,8 @@ impl<H: Handler> Worker<H> {
         }
         if !self.ledger.is_empty() {
             error!(
-                unacknowledged = self.ledger.len(),
-                "shutdown deadline passed before every processed entry was acknowledged; they will be delivered again"
+                unrecorded = self.ledger.len(),
+                "stopping before every finished entry was recorded (acknowledged, or its dead letter written); they will be delivered again"
             );
             return false;
         }

@@ -520,3 +520,148 @@ async fn reading_ahead_does_not_hold_a_retry_back_behind_a_backlog() {
     running.stop().await;
     assert_eq!(pending(&mut redis, &settings).await, 0);
 }
+
+/// A dead letter Redis refuses (here `WRONGTYPE`: the dead-letter key holds
+/// a string) holds back only its own entry: the worker goes on reading and
+/// processing, keeps the held entry alive so that a second worker of the
+/// group, running at the same time, never takes it over, and writes its
+/// one dead letter once Redis accepts it.
+#[tokio::test]
+async fn a_refused_dead_letter_holds_back_only_its_own_entry() {
+    let mut settings = settings("dlq-refused");
+    settings.worker.claim_idle = Duration::from_millis(300);
+    settings.worker.claim_interval = Duration::from_millis(50);
+    settings.redis.block_timeout = Duration::from_millis(50);
+    let mut redis = connect(&settings).await;
+    let stream = settings.redis.stream.clone();
+    let dead_letter_stream = settings.dead_letter_stream();
+    let _: () = redis
+        .set(&dead_letter_stream, "not a stream")
+        .await
+        .unwrap();
+    let poison = |entry: &redis_streams_runtime::Entry| entry.get("data") == Some(&b"poison"[..]);
+    let holder = Recorder::new(move |entry, _| {
+        if poison(entry) {
+            Err(ProcessError::permanent("poison"))
+        } else {
+            Ok(())
+        }
+    });
+    let mut worker = Worker::new(&settings, holder.clone()).unwrap();
+    worker.step().await.unwrap(); // creates the group
+    let poisoned = add(&mut redis, &stream, &["poison"]).await;
+    step_until(&mut worker, "the poison entry", || {
+        holder.finished().len() == 1
+    })
+    .await;
+
+    // A second worker of the group, running meanwhile: were the held entry
+    // left without heartbeats, it would take it over after 300 ms.
+    let rival = Recorder::succeeding();
+    let mut rival_settings = settings.clone();
+    rival_settings.redis.consumer_name = Some("rival".into());
+    let running = spawn(Worker::new(&rival_settings, rival.clone()).unwrap());
+
+    let more: Vec<String> = (0..20).map(|n| n.to_string()).collect();
+    let more: Vec<&str> = more.iter().map(String::as_str).collect();
+    add(&mut redis, &stream, &more).await;
+    let fine_until = tokio::time::Instant::now() + Duration::from_millis(1500);
+    while tokio::time::Instant::now() < fine_until
+        || holder.finished().len() + rival.finished().len() < 21
+    {
+        assert!(
+            tokio::time::Instant::now() < fine_until + DEADLINE,
+            "the other entries were not processed: {} here, {} by the rival",
+            holder.finished().len(),
+            rival.finished().len()
+        );
+        worker
+            .step()
+            .await
+            .expect("a refused dead letter stops no step");
+    }
+    assert!(
+        !rival.seen().contains_key(&poisoned[0]),
+        "the rival took over the held entry"
+    );
+    assert_eq!(holder.seen().get(&poisoned[0]), Some(&1));
+
+    // Redis accepts dead letters again: exactly one is written.
+    let _: () = redis.del(&dead_letter_stream).await.unwrap();
+    let written_by = tokio::time::Instant::now() + DEADLINE;
+    while dead_letters(&mut redis, &settings).await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < written_by,
+            "no dead letter written"
+        );
+        worker.step().await.unwrap();
+    }
+    running.stop().await;
+    for _ in 0..3 {
+        worker.step().await.unwrap();
+    }
+    let letters = dead_letters(&mut redis, &settings).await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(pending(&mut redis, &settings).await, 0);
+    assert_eq!(holder.seen().get(&poisoned[0]), Some(&1));
+}
+
+/// An entry taken over while its call ran here, with no heartbeat in
+/// between to notice (the worker was frozen, or the call shorter than a
+/// heartbeat period), is not dead-lettered here when the call fails for
+/// good: the ownership is checked before the dead-letter write, as before
+/// a retry, and the entry stays its new holder's.
+#[tokio::test]
+async fn a_failure_after_a_takeover_writes_no_dead_letter() {
+    let mut settings = settings("taken-over-dlq");
+    // A heartbeat only every 2.5 s: none during the 300 ms call.
+    settings.worker.claim_idle = Duration::from_secs(10);
+    let mut redis = connect(&settings).await;
+    let (stream, group) = (&settings.redis.stream, &settings.redis.consumer_group);
+    let recorder = Recorder::new(|_, _| Err(ProcessError::permanent("no use retrying")))
+        .slow(Duration::from_millis(300));
+    let mut worker = Worker::new(&settings, recorder.clone()).unwrap();
+    let ids = add(&mut redis, stream, &["{}"]).await;
+
+    let take_over = async {
+        until("the call to start", || recorder.seen().len() == 1).await;
+        let _: redis::Value = redis::cmd("XCLAIM")
+            .arg(stream)
+            .arg(group)
+            .arg("other")
+            .arg(0)
+            .arg(&ids[0])
+            .arg("JUSTID")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+    };
+    let ((), ()) = tokio::join!(
+        async {
+            step_to_new_entries(&mut worker).await;
+        },
+        take_over
+    );
+    worker.step().await.unwrap();
+
+    assert!(dead_letters(&mut redis, &settings).await.is_empty());
+    let held: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(group)
+        .arg("-")
+        .arg("+")
+        .arg(10)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let holders: Vec<(&str, &str)> = held
+        .ids
+        .iter()
+        .map(|pending| (pending.id.as_str(), pending.consumer.as_str()))
+        .collect();
+    assert_eq!(
+        holders,
+        [(ids[0].as_str(), "other")],
+        "left to its new holder"
+    );
+}

@@ -103,7 +103,7 @@ fn core(s: &Settings) -> Result<(), Refusal> {
             "must differ from the stream",
         ));
     }
-    if s.redis.cluster && Slot::for_key(&s.dead_letter_stream()) != Slot::for_key(&s.redis.stream) {
+    if s.redis.cluster && Slot::for_key(s.dead_letter_stream()) != Slot::for_key(&s.redis.stream) {
         return Err(if s.worker.dead_letter_stream.is_some() {
             Refusal::new(
                 "worker.dead_letter_stream",

@@ -155,7 +155,7 @@ impl<H: Handler> Worker<H> {
                     let now = Instant::now();
                     if now >= next_heartbeat {
                         next_heartbeat = now + heartbeat_every;
-                        heartbeat(&mut self.consumer, self.read_ahead.as_mut(), &mut batch).await;
+                        heartbeat(&mut self.consumer, self.read_ahead.as_mut(), &mut self.ledger, &mut batch).await;
                     }
                     if batch.next_flush.is_some_and(|at| now >= at) {
                         batch.next_flush = None;
@@ -270,15 +270,18 @@ impl Unfinished {
 }
 
 /// Resets the idle time of every entry the batch still holds (in flight or
-/// waiting for a slot) and of the entries read ahead. Those another
-/// consumer took over meanwhile are let go, with a warning each: left out
-/// of later heartbeats, and dropped from the read ahead unprocessed.
+/// waiting for a slot), of the entries read ahead and of those whose dead
+/// letters wait to be written. Those another consumer took over meanwhile
+/// are let go, with a warning each: left out of later heartbeats, dropped
+/// from the read ahead unprocessed, their dead letters left unwritten.
 async fn heartbeat(
     consumer: &mut Consumer,
     mut read_ahead: Option<&mut ReadAhead>,
+    ledger: &mut Ledger,
     batch: &mut Batch,
 ) {
     let mut held: Vec<String> = batch.unfinished.ids().map(str::to_owned).collect();
+    held.extend(ledger.held().map(str::to_owned));
     if let Some(read) = read_ahead.as_deref_mut() {
         held.extend(read.arrived_ids().await);
     }
@@ -293,7 +296,9 @@ async fn heartbeat(
         log_taken_over(&lost);
         if batch.unfinished.let_go(&lost.id) {
             batch.taken_over.insert(lost.id);
-        } else if let Some(read) = read_ahead.as_deref_mut() {
+        } else if !ledger.let_go(&lost.id)
+            && let Some(read) = read_ahead.as_deref_mut()
+        {
             read.forget(&lost.id);
         }
     }

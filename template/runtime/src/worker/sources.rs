@@ -35,6 +35,11 @@ impl<H: Handler> Worker<H> {
             if self.shutdown.deadline().is_some() {
                 return Ok(report);
             }
+            if self.is_held(&pending.id) {
+                // Finished here; its dead letter waits to be written.
+                self.replay_after = Some(pending.id);
+                continue;
+            }
             let one = self.process_alone(&pending.id, pending.deliveries).await?;
             report.absorb(one);
             self.replay_after = Some(pending.id);
@@ -154,6 +159,12 @@ impl<H: Handler> Worker<H> {
         Ok(report)
     }
 
+    /// Whether `id` finished here and waits for its dead letter to be
+    /// written: pending to this consumer, but not to be delivered again.
+    fn is_held(&self, id: &str) -> bool {
+        self.ledger.held().any(|held| held == id)
+    }
+
     /// This consumer's failed entries whose retry delay has passed, claimed
     /// again (which counts a delivery).
     pub(super) async fn due_retries(&mut self) -> Result<Vec<(Delivery, u64)>, Error> {
@@ -170,7 +181,10 @@ impl<H: Handler> Worker<H> {
             let complete = page.len() < batch;
             after = page.last().map(|pending| pending.id.clone());
             for pending in page {
-                if due.len() < batch && pending.idle >= self.policy.delay(pending.deliveries) {
+                if due.len() < batch
+                    && pending.idle >= self.policy.delay(pending.deliveries)
+                    && !self.is_held(&pending.id)
+                {
                     due.insert(pending.id, pending.deliveries);
                 }
             }
