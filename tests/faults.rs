@@ -1748,6 +1748,55 @@ fn retry_backoff_counts_from_the_failure() {
     scenario.done(format!("retried {gap:?} after the failure"));
 }
 
+/// A lost connection does not cut a retry's backoff short: an entry waiting
+/// out a 4 s backoff is not called again at each reconnect while the link
+/// flaps (the worker's connections cut three times), so a flaky link
+/// cannot burn through `max_deliveries` and dead-letter it early.
+#[test]
+fn reconnects_keep_the_retry_backoff() {
+    let mut scenario = Scenario::new("backoff_over_reconnects");
+    scenario.spawn(
+        "w1",
+        &[
+            ("WORKER_RETRY_BACKOFF_MS", "4000"),
+            ("WORKER_RETRY_BACKOFF_MAX_MS", "4000"),
+            ("WORKER_MAX_DELIVERIES", "3"),
+            ("WORKER_RECONNECT_BACKOFF_MS", "50"),
+        ],
+    );
+    scenario.add(&[data(0, "times:1", 0)]);
+    let record = scenario.record.clone();
+    scenario.wait_for(
+        Duration::from_secs(30),
+        "the first call",
+        |_| match Record::count_lines(&record) {
+            0 => Err("no call yet".to_owned()),
+            _ => Ok(()),
+        },
+    );
+    let failed = Instant::now();
+    let mut admin = scenario.redis().connect();
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(600));
+        let killed: u64 = redis::cmd("CLIENT")
+            .arg(&["KILL", "TYPE", "normal", "SKIPME", "yes"])
+            .query(&mut admin)
+            .unwrap();
+        assert!(killed > 0, "no connection of the worker to cut");
+    }
+    std::thread::sleep(Duration::from_millis(3_000).saturating_sub(failed.elapsed()));
+    assert_eq!(
+        Record::count_lines(&record),
+        1,
+        "called again {:?} after the failure, before its 4 s backoff",
+        failed.elapsed()
+    );
+    scenario.wait_drained(1, Duration::from_secs(20));
+    assert!(scenario.dead_letters().is_empty());
+    assert_eq!(Record::count_lines(&record), 2);
+    scenario.done("no retry before the backoff over three reconnects");
+}
+
 /// An entry that kills the process on every delivery (`abort`, as an OOM
 /// kill or a segfault in a C library would) is dead-lettered alone: the
 /// worker runs under a restart loop, as a supervisor would run it, and

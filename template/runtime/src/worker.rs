@@ -306,8 +306,13 @@ impl<H: Handler> Worker<H> {
                     warn!(%error, attempt = backoff.attempts(), retry_in_ms = delay.as_millis() as u64, "Redis error; backing off");
                     if error.is_connection() {
                         self.observer.reconnecting();
-                        // Entries read just before the failure may be ours now: replay.
-                        self.replay_after = Some("0".to_owned());
+                        // Entries read just before the failure may be ours
+                        // now, with no one processing them: the retry scan
+                        // finds them once their first backoff has passed,
+                        // as it finds failures once theirs has. A replay
+                        // would retry every own pending entry at once.
+                        self.own_failures = true;
+                        self.next_retry_scan = Instant::now();
                     }
                     let mut stop = self.shutdown.clone();
                     tokio::select! {
