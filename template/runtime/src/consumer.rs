@@ -71,6 +71,15 @@ pub struct Pending {
     pub deliveries: u64,
 }
 
+/// What [`Consumer::claim_own`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimedOwn {
+    /// Delivered again, with its delivery count now.
+    Delivered(Delivery, u64),
+    /// Another consumer holds it now, or it was acknowledged: left alone.
+    NotOwn,
+}
+
 /// An entry [`Consumer::touch`] found no longer this consumer's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TakenOver {
@@ -130,6 +139,14 @@ impl std::fmt::Debug for Consumer {
 /// See `consumer/touch.lua`. The script's hash is computed once, not at
 /// every heartbeat.
 static TOUCH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("consumer/touch.lua")));
+
+/// See `consumer/claim_own.lua`.
+static CLAIM_OWN: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("consumer/claim_own.lua")));
+
+/// See `consumer/give_back.lua`.
+static GIVE_BACK: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("consumer/give_back.lua")));
 
 /// IDs per call of [`TOUCH`]: it unpacks them onto the Lua stack, and a
 /// call runs atomically, so this also bounds how long Redis is busy with it.
@@ -367,9 +384,10 @@ impl Consumer {
         Ok(reply.ids.into_iter().map(Pending::from).collect())
     }
 
-    /// How often each of `ids` was delivered, as Redis counts it; 0 for an
-    /// ID no longer pending.
-    pub async fn delivery_counts(&mut self, ids: &[&str]) -> Result<Vec<u64>, Error> {
+    /// How often each of `ids` was delivered, as Redis counts it; `None`
+    /// for an ID no longer pending. An entry given back at a graceful stop
+    /// (see [`Consumer::give_back`]) counts 0.
+    pub async fn delivery_counts(&mut self, ids: &[&str]) -> Result<Vec<Option<u64>>, Error> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -393,7 +411,7 @@ impl Consumer {
                 reply
                     .ids
                     .first()
-                    .map_or(0, |pending| pending.times_delivered as u64)
+                    .map(|pending| pending.times_delivered as u64)
             })
             .collect())
     }
@@ -413,6 +431,64 @@ impl Consumer {
             .arg(ids);
         let reply: Value = self.command(&cmd).await?;
         parse_entries("XCLAIM", reply)
+    }
+
+    /// Delivers `id` again, counting the delivery, if it is still pending
+    /// for this consumer; an entry another consumer took over meanwhile is
+    /// left to it (see `consumer/claim_own.lua`).
+    pub async fn claim_own(&mut self, id: &str) -> Result<ClaimedOwn, Error> {
+        let mut invocation = CLAIM_OWN.prepare_invoke();
+        invocation
+            .key(&self.names.stream)
+            .arg(&self.names.group)
+            .arg(&self.names.consumer)
+            .arg(id);
+        let reply: Vec<Value> = self
+            .on(Connections::commands, async |connection| {
+                invocation.invoke_async(connection).await
+            })
+            .await?;
+        let mut parts = reply.into_iter();
+        let deliveries = match parts.next() {
+            Some(Value::Int(deliveries)) => deliveries,
+            other => {
+                return Err(Error::Reply {
+                    command: "claim_own.lua",
+                    detail: format!("expected a delivery count, got {other:?}"),
+                });
+            }
+        };
+        let Ok(deliveries) = u64::try_from(deliveries) else {
+            return Ok(ClaimedOwn::NotOwn);
+        };
+        let entries = parse_entries("XCLAIM", parts.next().unwrap_or(Value::Array(Vec::new())))?;
+        Ok(match entries.into_iter().next() {
+            Some(delivery) => ClaimedOwn::Delivered(delivery, deliveries),
+            None => ClaimedOwn::Delivered(Delivery::Deleted(id.to_owned()), deliveries),
+        })
+    }
+
+    /// Gives back the entries a read abandoned `since` ago delivered to this
+    /// consumer: delivered once, after `last_read` (the last entry it
+    /// received from a read of new entries; `None` if none), and idle no
+    /// longer than `since`. They were never started; their delivery count
+    /// goes back to 0 (see `consumer/give_back.lua`). Returns how many.
+    pub async fn give_back(
+        &mut self,
+        last_read: Option<&str>,
+        since: Duration,
+    ) -> Result<u64, Error> {
+        let mut invocation = GIVE_BACK.prepare_invoke();
+        invocation
+            .key(&self.names.stream)
+            .arg(&self.names.group)
+            .arg(&self.names.consumer)
+            .arg(last_read.unwrap_or("0-0"))
+            .arg(millis(since));
+        self.on(Connections::commands, async |connection| {
+            invocation.invoke_async(connection).await
+        })
+        .await
     }
 
     /// Resets the idle time of those of `ids` still pending for this

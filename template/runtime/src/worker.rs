@@ -148,6 +148,9 @@ pub struct Worker<H> {
     /// The last new entry this worker read: where a group lost to
     /// `NOGROUP` is recreated, so it neither replays nor skips anything.
     last_seen: Option<String>,
+    /// When a blocking read was abandoned at the stop: what it delivered
+    /// is given back (see `give_back_unstarted`).
+    abandoned_read: Option<Instant>,
     /// New entries read while the previous batch was processed.
     read_ahead: Option<ReadAhead>,
     ledger: Ledger,
@@ -192,6 +195,7 @@ impl<H: Handler> Worker<H> {
             next_retry_scan: now,
             own_failures: true,
             last_seen: None,
+            abandoned_read: None,
             read_ahead: None,
             ledger: Ledger::default(),
             progress: Arc::new(Progress::new(liveness_limit(settings))),
@@ -323,6 +327,7 @@ impl<H: Handler> Worker<H> {
             }
         }
         if self.finish().await {
+            self.give_back_unstarted().await;
             self.leave_group().await;
         } else {
             info!(
@@ -340,6 +345,38 @@ impl<H: Handler> Worker<H> {
             "worker stopped"
         );
         Ok(())
+    }
+
+    /// Gives back what a blocking read abandoned at the stop delivered to
+    /// this consumer: never started, those entries must not have a delivery
+    /// counted against them (with `max_deliveries` = 1 the next delivery
+    /// would dead-letter them unprocessed). Bounded by [`LEAVE_TIMEOUT`];
+    /// entries it misses stay pending and are delivered again, counted.
+    async fn give_back_unstarted(&mut self) {
+        let Some(abandoned) = self.abandoned_read else {
+            return;
+        };
+        // Everything the read delivered has been idle for less than this.
+        let since = abandoned.elapsed() + Duration::from_millis(100);
+        let last_read = self.last_seen.clone();
+        match tokio::time::timeout(
+            LEAVE_TIMEOUT,
+            self.consumer.give_back(last_read.as_deref(), since),
+        )
+        .await
+        {
+            Ok(Ok(0)) => {}
+            Ok(Ok(count)) => info!(
+                count,
+                "gave back the entries a read delivered as the worker stopped; they were not started and count no delivery"
+            ),
+            Ok(Err(error)) => {
+                warn!(%error, "cannot give back the entries delivered as the worker stopped; their delivery counts")
+            }
+            Err(_) => warn!(
+                "giving back the entries delivered as the worker stopped timed out; their delivery counts"
+            ),
+        }
     }
 
     /// Leaves the group if this consumer holds nothing any more, so that the
@@ -480,6 +517,7 @@ impl<H: Handler> Worker<H> {
                     // consumer; they stay pending for its next start or a
                     // takeover, and its connection is not used again.
                     self.consumer.abandon_read();
+                    self.abandoned_read = Some(Instant::now());
                     (Source::Idle, Vec::new())
                 }
             }

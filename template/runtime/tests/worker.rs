@@ -529,7 +529,7 @@ async fn reading_ahead_does_not_hold_a_retry_back_behind_a_backlog() {
 #[tokio::test]
 async fn a_refused_dead_letter_holds_back_only_its_own_entry() {
     let mut settings = settings("dlq-refused");
-    settings.worker.claim_idle = Duration::from_millis(300);
+    settings.worker.claim_idle = Duration::from_secs(1);
     settings.worker.claim_interval = Duration::from_millis(50);
     settings.redis.block_timeout = Duration::from_millis(50);
     let mut redis = connect(&settings).await;
@@ -556,7 +556,8 @@ async fn a_refused_dead_letter_holds_back_only_its_own_entry() {
     .await;
 
     // A second worker of the group, running meanwhile: were the held entry
-    // left without heartbeats, it would take it over after 300 ms.
+    // left without heartbeats, it would take it over after 1 s, while the
+    // write is retried after 0.5 to 1 s, then 1 to 2 s, then 2 to 4 s.
     let rival = Recorder::succeeding();
     let mut rival_settings = settings.clone();
     rival_settings.redis.consumer_name = Some("rival".into());
@@ -565,7 +566,7 @@ async fn a_refused_dead_letter_holds_back_only_its_own_entry() {
     let more: Vec<String> = (0..20).map(|n| n.to_string()).collect();
     let more: Vec<&str> = more.iter().map(String::as_str).collect();
     add(&mut redis, &stream, &more).await;
-    let fine_until = tokio::time::Instant::now() + Duration::from_millis(1500);
+    let fine_until = tokio::time::Instant::now() + Duration::from_secs(4);
     while tokio::time::Instant::now() < fine_until
         || holder.finished().len() + rival.finished().len() < 21
     {
@@ -585,10 +586,12 @@ async fn a_refused_dead_letter_holds_back_only_its_own_entry() {
         "the rival took over the held entry"
     );
     assert_eq!(holder.seen().get(&poisoned[0]), Some(&1));
+    running.stop().await;
 
-    // Redis accepts dead letters again: exactly one is written.
+    // Redis accepts dead letters again: exactly one is written, at the
+    // next try (the delay has grown with each refusal, to 30 s at most).
     let _: () = redis.del(&dead_letter_stream).await.unwrap();
-    let written_by = tokio::time::Instant::now() + DEADLINE;
+    let written_by = tokio::time::Instant::now() + Duration::from_secs(35);
     while dead_letters(&mut redis, &settings).await.is_empty() {
         assert!(
             tokio::time::Instant::now() < written_by,
@@ -596,7 +599,6 @@ async fn a_refused_dead_letter_holds_back_only_its_own_entry() {
         );
         worker.step().await.unwrap();
     }
-    running.stop().await;
     for _ in 0..3 {
         worker.step().await.unwrap();
     }
@@ -664,4 +666,132 @@ async fn a_failure_after_a_takeover_writes_no_dead_letter() {
         [(ids[0].as_str(), "other")],
         "left to its new holder"
     );
+}
+
+/// Keeps Redis busy for `millis` with a script, as a slow command would:
+/// what other clients send meanwhile waits, in the order it arrived.
+async fn hold_redis(settings: &redis_streams_runtime::Settings, millis: u64) {
+    let mut redis = connect(settings).await;
+    let _: () = redis::Script::new(
+        "local function now() local t = redis.call('TIME') return t[1] * 1000 + t[2] / 1000 end \
+         local until_ms = now() + tonumber(ARGV[1]) while now() < until_ms do end",
+    )
+    .arg(millis)
+    .invoke_async(&mut redis)
+    .await
+    .unwrap();
+}
+
+/// With `max_deliveries` = 1, an entry that a blocking read delivers just
+/// as the worker stops (the read is abandoned, its reply never read) was
+/// never started: it is given back, and the next start processes it
+/// rather than dead-letter it as "delivered once already".
+#[tokio::test]
+async fn an_entry_delivered_as_the_worker_stops_is_processed_after_a_restart() {
+    let mut settings = settings("given-back");
+    settings.worker.max_deliveries = 1;
+    settings.redis.block_timeout = Duration::from_secs(10);
+    let mut redis = connect(&settings).await;
+    let recorder = Recorder::succeeding();
+    create_group(&mut redis, &settings).await;
+    let first = Worker::new(&settings, recorder.clone()).unwrap();
+    let running = spawn(first);
+    // The worker is blocked in its read once its consumer appears.
+    until("the worker to block in its read", || {
+        let consumers = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(&settings.redis.stream)
+            .arg(&settings.redis.consumer_group)
+            .query::<Vec<redis::Value>>(&mut redis_sync(&settings));
+        consumers.is_ok_and(|consumers| !consumers.is_empty())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // While Redis is busy, the entry is added and then the worker stops:
+    // Redis serves the blocked read with it before it sees the read's
+    // connection closed.
+    let mut producer = connect(&settings).await;
+    let busy = tokio::spawn({
+        let settings = settings.clone();
+        async move { hold_redis(&settings, 500).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let adding = tokio::spawn({
+        let stream = settings.redis.stream.clone();
+        async move { add(&mut producer, &stream, &["{}"]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    running.stop().await;
+    busy.await.unwrap();
+    let ids = adding.await.unwrap();
+    assert!(recorder.seen().is_empty(), "processed before the stop");
+    assert_eq!(
+        pending(&mut redis, &settings).await,
+        1,
+        "the abandoned read delivered the entry"
+    );
+
+    let mut second = Worker::new(&settings, recorder.clone()).unwrap();
+    step_until(&mut second, "the entry processed", || {
+        recorder.finished().len() == 1
+    })
+    .await;
+    assert_eq!(recorder.seen().get(&ids[0]), Some(&1));
+    assert!(dead_letters(&mut redis, &settings).await.is_empty());
+    assert_eq!(pending(&mut redis, &settings).await, 0);
+}
+
+fn redis_sync(settings: &redis_streams_runtime::Settings) -> redis::Connection {
+    redis::Client::open(settings.redis.url.expose())
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+/// The replay of own pending entries works through its list one entry at
+/// a time; an entry still waiting its turn, taken over meanwhile by a
+/// second live worker (legitimately: idle longer than `claim_idle`), is
+/// left to it and never claimed back, so no entry runs twice at once.
+/// The two workers run at the same time.
+#[tokio::test]
+async fn a_replay_never_takes_back_what_another_worker_took_over() {
+    const ENTRIES: usize = 6;
+    let mut settings = settings("replay-race");
+    settings.worker.claim_idle = Duration::from_secs(1);
+    settings.worker.claim_interval = Duration::from_millis(50);
+    settings.redis.consumer_name = Some("w1".into());
+    let mut redis = connect(&settings).await;
+    let stream = settings.redis.stream.clone();
+    create_group(&mut redis, &settings).await;
+    let data: Vec<String> = (0..ENTRIES).map(|n| n.to_string()).collect();
+    let data: Vec<&str> = data.iter().map(String::as_str).collect();
+    let ids = add(&mut redis, &stream, &data).await;
+    // `w1` read them and died: they wait, idle, for its next start.
+    read_as(&mut redis, &settings, "w1", ENTRIES).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // One recorder for both: it counts every call of an entry, and the
+    // calls running at once.
+    let recorder = Recorder::succeeding().slow(Duration::from_millis(500));
+    let w1 = spawn(Worker::new(&settings, recorder.clone()).unwrap());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut w2_settings = (*settings).clone();
+    w2_settings.redis.consumer_name = Some("w2".into());
+    let w2 = spawn(Worker::new(&w2_settings, recorder.clone()).unwrap());
+
+    until("every entry processed", || {
+        recorder.finished().len() >= ENTRIES
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    w1.stop().await;
+    w2.stop().await;
+    let seen = recorder.seen();
+    assert!(
+        ids.iter().all(|id| seen.get(id) == Some(&1)),
+        "entries called more than once: {seen:?}"
+    );
+    assert_eq!(pending(&mut redis, &settings).await, 0);
+    assert!(dead_letters(&mut redis, &settings).await.is_empty());
 }

@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{StepReport, Worker};
-use crate::consumer::Delivery;
+use crate::consumer::{ClaimedOwn, Delivery};
 use crate::error::Error;
 use crate::handler::Handler;
 
@@ -40,7 +40,7 @@ impl<H: Handler> Worker<H> {
                 self.replay_after = Some(pending.id);
                 continue;
             }
-            let one = self.process_alone(&pending.id, pending.deliveries).await?;
+            let one = self.process_alone(&pending.id).await?;
             report.absorb(one);
             self.replay_after = Some(pending.id);
         }
@@ -50,7 +50,7 @@ impl<H: Handler> Worker<H> {
         Ok(report)
     }
 
-    /// Claims `id`, delivered `deliveries` times so far, processes it alone
+    /// Claims `id` if it is still this consumer's, processes it alone
     /// and records its outcome before anything else is claimed.
     ///
     /// For entries whose holder died with them: claimed and processed
@@ -58,9 +58,23 @@ impl<H: Handler> Worker<H> {
     /// carry its whole batch to `max_deliveries` with it (each claim counts
     /// a delivery for every entry claimed). Alone, it reaches the limit
     /// alone, and every entry before it is acknowledged.
-    async fn process_alone(&mut self, id: &str, deliveries: u64) -> Result<StepReport, Error> {
-        let claimed = self.consumer.claim(&[id], Duration::ZERO).await?;
-        if claimed.is_empty() {
+    ///
+    /// The entries of a list worked through this way wait their turn
+    /// without a heartbeat, so one may be taken over meanwhile by another
+    /// live consumer; it is left to that consumer, never claimed back, and
+    /// the delivery count the retry policy sees is the one Redis has now.
+    async fn process_alone(&mut self, id: &str) -> Result<StepReport, Error> {
+        let (delivery, deliveries) = match self.consumer.claim_own(id).await? {
+            ClaimedOwn::Delivered(delivery, deliveries) => (delivery, deliveries),
+            ClaimedOwn::NotOwn => {
+                debug!(id = %id, "taken over by another consumer before its turn; left to it");
+                return Ok(StepReport {
+                    taken_over: 1,
+                    ..StepReport::default()
+                });
+            }
+        };
+        if let Delivery::Deleted(id) = &delivery {
             // Redis 7 drops an entry deleted from the stream from the
             // pending list when it is claimed, and returns nothing.
             warn!(id = %id, "a pending entry was deleted from the stream before it was processed; dropped from the pending list");
@@ -69,11 +83,7 @@ impl<H: Handler> Worker<H> {
                 ..StepReport::default()
             });
         }
-        let deliveries = claimed
-            .into_iter()
-            .map(|delivery| (delivery, deliveries + 1))
-            .collect();
-        let report = self.process(deliveries).await;
+        let report = self.process(vec![(delivery, deliveries)]).await;
         if report.retrying > 0 || report.abandoned > 0 {
             self.own_failures = true;
         }
@@ -135,25 +145,34 @@ impl<H: Handler> Worker<H> {
         self.observer.claimed(page.ids.len());
         let ids: Vec<&str> = page.ids.iter().map(String::as_str).collect();
         let counts = self.consumer.delivery_counts(&ids).await?;
+        // Delivered at most once (0: given back unstarted at a stop).
         let (once, more): (Vec<_>, Vec<_>) = ids
             .into_iter()
             .zip(counts)
-            .filter(|(_, count)| *count > 0)
-            .partition(|(_, count)| *count == 1);
+            .filter_map(|(id, count)| Some((id, count?)))
+            .partition(|(_, count)| *count <= 1);
         if !once.is_empty() {
             let ids: Vec<&str> = once.iter().map(|(id, _)| *id).collect();
             let claimed = self.consumer.claim(&ids, Duration::ZERO).await?;
-            report.absorb(self.process(first_retries(claimed)).await);
+            let counts: HashMap<&str, u64> = once.into_iter().collect();
+            let deliveries = claimed
+                .into_iter()
+                .map(|delivery| {
+                    let before = counts.get(delivery_id(&delivery)).copied().unwrap_or(1);
+                    (delivery, before + 1)
+                })
+                .collect();
+            report.absorb(self.process(deliveries).await);
             if report.retrying > 0 || report.abandoned > 0 {
                 self.own_failures = true;
             }
             self.flush().await?;
         }
-        for (id, deliveries) in more {
+        for (id, _) in more {
             if self.shutdown.deadline().is_some() {
                 break;
             }
-            let one = self.process_alone(id, deliveries).await?;
+            let one = self.process_alone(id).await?;
             report.absorb(one);
         }
         Ok(report)
@@ -208,14 +227,6 @@ impl<H: Handler> Worker<H> {
             })
             .collect())
     }
-}
-
-/// Entries claimed after one delivery: this is their second.
-fn first_retries(deliveries: Vec<Delivery>) -> Vec<(Delivery, u64)> {
-    deliveries
-        .into_iter()
-        .map(|delivery| (delivery, 2))
-        .collect()
 }
 
 /// Entries read as new: delivered for the first time.
