@@ -67,6 +67,10 @@ pub enum AdminError {
     /// A dead-letter ID given to `dlq replay` does not exist.
     #[error("no dead letter with ID {0}")]
     NoSuchDeadLetter(String),
+    /// `dlq replay` kept dead letters that no group of the stream would
+    /// process (each named in its output, with the reason).
+    #[error("{0} dead letters were kept where they are; see above")]
+    DeadLettersKept(usize),
     /// `dlq purge` was not confirmed.
     #[error("not confirmed; nothing deleted (use --yes to skip the question)")]
     NotConfirmed,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use figment::value::Value;
 
-use crate::admin::{self, Admin, Documents, TrimTo};
+use crate::admin::{self, Admin, AdminError, Documents, TrimTo};
 use crate::connection::{Unreachable, first_contact};
 use crate::error::report;
 use crate::handler::{BoxError, Handler, Logic};
@@ -332,7 +332,11 @@ async fn dispatch<L: Logic>(
                     print!("{}", admin.list_dead_letters(count, json).await?);
                 }
                 DlqCommand::Replay { ids, dry_run } => {
-                    print!("{}", admin.replay_dead_letters(&ids, dry_run).await?);
+                    let replayed = admin.replay_dead_letters(&ids, dry_run).await?;
+                    print!("{replayed}");
+                    if !dry_run && replayed.kept() > 0 {
+                        return Err(AdminError::DeadLettersKept(replayed.kept()).into());
+                    }
                 }
                 DlqCommand::Purge { yes } => print!("{}", admin.purge_dead_letters(yes).await?),
             }

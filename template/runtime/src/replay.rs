@@ -42,33 +42,61 @@ pub fn is_for_another_group(entry: &Entry, group: &str) -> bool {
         .is_some_and(|target| target != group.as_bytes())
 }
 
+/// What became of one dead letter in [`move_back`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Moved {
+    /// Back on the stream under this new ID.
+    To(String),
+    /// The dead letter no longer existed: another replay, or a purge, took
+    /// it first.
+    Gone,
+    /// Kept: it came from this other stream (several streams share the
+    /// dead-letter stream), and goes back only onto that one.
+    OtherStream(String),
+    /// Kept: no group of the stream would process it; the group it names
+    /// (empty: it names none, and the stream has no group) does not exist.
+    NoGroup(String),
+}
+
 /// Moves the dead letters with these IDs from `dead_letter_stream` back to
-/// `stream`, each atomically and at most once. Returns, per ID, the new
-/// entry's ID, or `None` if the dead letter no longer existed (another
-/// replay, or a purge, took it first).
+/// `stream`, each atomically and at most once, and only those that came
+/// from `stream` and that a group of it would process (see `replay.lua`).
 pub async fn move_back(
     connection: &mut impl ConnectionLike,
     stream: &str,
     dead_letter_stream: &str,
     ids: &[String],
-) -> Result<Vec<Option<String>>, Error> {
+) -> Result<Vec<Moved>, Error> {
     let script = redis::Script::new(MOVE_BACK);
     let mut moved = Vec::with_capacity(ids.len());
     for batch in ids.chunks(BATCH) {
         let mut invocation = script.prepare_invoke();
         invocation.key(stream).key(dead_letter_stream).arg(batch);
-        let new_ids: Vec<Option<String>> = invocation.invoke_async(connection).await?;
-        if new_ids.len() != batch.len() {
+        let outcomes: Vec<(String, String)> = invocation.invoke_async(connection).await?;
+        if outcomes.len() != batch.len() {
             return Err(Error::Reply {
                 command: "EVALSHA",
                 detail: format!(
                     "the replay script answered {} IDs for {}",
-                    new_ids.len(),
+                    outcomes.len(),
                     batch.len()
                 ),
             });
         }
-        moved.extend(new_ids);
+        for (kind, value) in outcomes {
+            moved.push(match kind.as_str() {
+                "moved" => Moved::To(value),
+                "gone" => Moved::Gone,
+                "stream" => Moved::OtherStream(value),
+                "group" => Moved::NoGroup(value),
+                other => {
+                    return Err(Error::Reply {
+                        command: "EVALSHA",
+                        detail: format!("the replay script answered `{other}`"),
+                    });
+                }
+            });
+        }
     }
     Ok(moved)
 }

@@ -25,6 +25,7 @@ fn cli(settings: &Settings, args: &[&str], stdin: Option<&str>) -> Output {
         .env("REDIS_URL", settings.redis.url.expose())
         .env("REDIS_STREAM", &settings.redis.stream)
         .env("REDIS_CONSUMER_GROUP", &settings.redis.consumer_group)
+        .env("WORKER_DEAD_LETTER_STREAM", settings.dead_letter_stream())
         .env_remove("RUST_LOG")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -132,6 +133,99 @@ async fn send_adds_exactly_what_it_is_given() {
     assert!(said.contains("line 5"), "{said}");
     let length: usize = redis.xlen(stream).await.unwrap();
     assert_eq!(length, 2503, "nothing is sent when a line is bad");
+}
+
+/// Two streams share one dead-letter stream under one group name: a
+/// replay puts each letter back only onto the stream it came from, and
+/// keeps (refusing, with the reason) a letter of the other stream or one
+/// whose group no longer exists; nothing is lost either way.
+#[tokio::test]
+async fn a_replay_puts_letters_back_only_where_a_group_processes_them() {
+    let orders = settings("dlq-shared-a");
+    let mut refunds_owned = settings("dlq-shared-b");
+    let mut orders_settings = (*orders).clone();
+    let shared = format!("{}:shared-dlq", orders.redis.stream);
+    orders_settings.worker.dead_letter_stream = Some(shared.clone());
+    let mut refunds = (*refunds_owned).clone();
+    refunds.worker.dead_letter_stream = Some(shared.clone());
+    refunds.redis.consumer_group = orders.redis.consumer_group.clone();
+    refunds_owned.redis.consumer_group = refunds.redis.consumer_group.clone();
+    let mut redis = connect(&orders).await;
+
+    let mut letter_ids = Vec::new();
+    for settings in [&orders_settings, &refunds] {
+        let failing = Recorder::new(|_, _| Err(ProcessError::permanent("no")));
+        let mut worker = Worker::new(settings, failing).unwrap();
+        worker.step().await.unwrap();
+        add(&mut redis, &settings.redis.stream, &["x"]).await;
+        while dead_letters(&mut redis, settings).await.len() < letter_ids.len() + 1 {
+            worker.step().await.unwrap();
+        }
+        letter_ids.push(
+            dead_letters(&mut redis, settings)
+                .await
+                .last()
+                .unwrap()
+                .id
+                .clone(),
+        );
+    }
+    let (orders_letter, refunds_letter) = (&letter_ids[0], &letter_ids[1]);
+    let length = |redis: &mut redis::aio::MultiplexedConnection, key: String| {
+        let mut redis = redis.clone();
+        async move { redis.xlen::<_, usize>(key).await.unwrap() }
+    };
+
+    // The group's letters, as the refunds stream sees them: its own only.
+    let out = stdout(&cli(&refunds, &["dlq", "replay"], None));
+    assert!(out.contains("moved 1 dead letters"), "{out}");
+    assert_eq!(length(&mut redis, shared.clone()).await, 1);
+    assert_eq!(length(&mut redis, orders.redis.stream.clone()).await, 1);
+    assert_eq!(length(&mut redis, refunds.redis.stream.clone()).await, 2);
+    let left = dead_letters(&mut redis, &orders_settings).await;
+    assert_eq!(&left[0].id, orders_letter);
+    assert_ne!(orders_letter, refunds_letter);
+
+    // Named explicitly from the wrong stream: kept, and said so.
+    let refused = cli(&refunds, &["dlq", "replay", orders_letter], None);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stdout);
+    assert!(
+        said.contains(&format!("it came from stream {}", orders.redis.stream)),
+        "{said}"
+    );
+    assert_eq!(length(&mut redis, shared.clone()).await, 1);
+    assert_eq!(length(&mut redis, refunds.redis.stream.clone()).await, 2);
+
+    // Its group gone from its stream: kept, in a dry run as in a replay.
+    let _: () = redis
+        .xgroup_destroy(&orders.redis.stream, &orders.redis.consumer_group)
+        .await
+        .unwrap();
+    let dry = stdout(&cli(
+        &orders_settings,
+        &["dlq", "replay", "--dry-run", orders_letter],
+        None,
+    ));
+    assert!(dry.contains("no longer exists"), "{dry}");
+    let refused = cli(&orders_settings, &["dlq", "replay", orders_letter], None);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stdout);
+    assert!(said.contains("no longer exists"), "{said}");
+    assert_eq!(length(&mut redis, shared.clone()).await, 1);
+    assert_eq!(length(&mut redis, orders.redis.stream.clone()).await, 1);
+
+    // With the group back, it goes home.
+    create_group(&mut redis, &orders_settings).await;
+    let out = stdout(&cli(
+        &orders_settings,
+        &["dlq", "replay", orders_letter],
+        None,
+    ));
+    assert!(out.contains("moved 1 dead letters"), "{out}");
+    assert_eq!(length(&mut redis, shared.clone()).await, 0);
+    assert_eq!(length(&mut redis, orders.redis.stream.clone()).await, 2);
+    let _: () = redis.del(&shared).await.unwrap();
 }
 
 #[tokio::test]

@@ -9,9 +9,9 @@ use serde::Serialize;
 
 use super::{Admin, AdminError, PAGE};
 use crate::consumer::reply::parse_range;
-use crate::dead_letter::{self, DELIVERIES, FAILED_AT_MS, GROUP, REASON};
+use crate::dead_letter::{self, DELIVERIES, FAILED_AT_MS, GROUP, REASON, STREAM};
 use crate::entry::Entry;
-use crate::replay;
+use crate::replay::{self, Moved};
 
 /// A dead letter as `dlq list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -71,9 +71,12 @@ pub struct ReplayedLetter {
     pub original_id: String,
     /// The only group that processes the replayed entry.
     pub group: String,
-    /// Its new ID in the stream; `None` in a dry run, or when another replay
-    /// (or a purge) took the dead letter first.
+    /// Its new ID in the stream; `None` in a dry run, when another replay
+    /// (or a purge) took the dead letter first, or when it was kept.
     pub new_id: Option<String>,
+    /// Why it stayed in the dead-letter stream, untouched, if it did: it
+    /// came from another stream, or no group of this one would process it.
+    pub kept: Option<String>,
 }
 
 /// What `dlq replay` prints: each dead letter, then the count.
@@ -90,10 +93,11 @@ pub struct Replayed {
 impl fmt::Display for Replayed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for letter in &self.letters {
-            let outcome = match (&letter.new_id, self.dry_run) {
-                (_, true) => "would move".to_owned(),
-                (Some(new_id), false) => format!("moved to {new_id}"),
-                (None, false) => "already taken by another replay".to_owned(),
+            let outcome = match (&letter.kept, &letter.new_id, self.dry_run) {
+                (Some(why), _, _) => format!("kept: {why}"),
+                (None, _, true) => "would move".to_owned(),
+                (None, Some(new_id), false) => format!("moved to {new_id}"),
+                (None, None, false) => "already taken by another replay".to_owned(),
             };
             writeln!(
                 f,
@@ -115,8 +119,26 @@ impl fmt::Display for Replayed {
                 "moved {} dead letters back onto {}, each for its own group only",
                 moved.count(),
                 self.stream
-            )
+            )?;
+            match self.kept() {
+                0 => Ok(()),
+                kept => writeln!(
+                    f,
+                    "kept {kept} dead letters that no group of {} would process",
+                    self.stream
+                ),
+            }
         }
+    }
+}
+
+impl Replayed {
+    /// How many dead letters stayed where they were, refused.
+    pub fn kept(&self) -> usize {
+        self.letters
+            .iter()
+            .filter(|letter| letter.kept.is_some())
+            .count()
     }
 }
 
@@ -213,8 +235,15 @@ impl Admin {
         dry_run: bool,
     ) -> Result<Vec<ReplayedLetter>, AdminError> {
         let letters = if ids.is_empty() {
+            // The configured group's letters from this stream (or from
+            // before letters named their stream).
             let mut letters = self.all_dead_letters().await?;
-            letters.retain(|letter| letter.get(GROUP) == Some(self.group.as_bytes()));
+            letters.retain(|letter| {
+                letter.get(GROUP) == Some(self.group.as_bytes())
+                    && letter
+                        .get(STREAM)
+                        .is_none_or(|stream| stream == self.stream.as_bytes())
+            });
             letters
         } else {
             let mut letters = Vec::new();
@@ -244,24 +273,84 @@ impl Admin {
                     original_id: view.original_id,
                     group: view.group,
                     new_id: None,
+                    kept: None,
                 }
             })
             .collect();
         if dry_run {
+            let groups = self.group_names().await?;
+            for (letter, entry) in replayed.iter_mut().zip(&letters) {
+                letter.kept = self.would_keep(entry, &groups);
+            }
             return Ok(replayed);
         }
-        let ids: Vec<String> = letters.into_iter().map(|letter| letter.id).collect();
-        let new_ids = replay::move_back(
+        let ids: Vec<String> = letters.iter().map(|letter| letter.id.clone()).collect();
+        let outcomes = replay::move_back(
             &mut self.connection,
             &self.stream,
             &self.dead_letter_stream,
             &ids,
         )
         .await?;
-        for (letter, new_id) in replayed.iter_mut().zip(new_ids) {
-            letter.new_id = new_id;
+        for (letter, outcome) in replayed.iter_mut().zip(outcomes) {
+            if let Moved::To(new_id) = &outcome {
+                letter.new_id = Some(new_id.clone());
+            }
+            letter.kept = self.kept_because(outcome);
         }
         Ok(replayed)
+    }
+
+    /// The stream's consumer groups.
+    async fn group_names(&mut self) -> Result<Vec<String>, AdminError> {
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(&self.stream)
+            .query_async(&mut self.connection)
+            .await?;
+        if !exists {
+            return Ok(Vec::new());
+        }
+        let reply: redis::streams::StreamInfoGroupsReply = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&self.stream)
+            .query_async(&mut self.connection)
+            .await?;
+        Ok(reply.groups.into_iter().map(|group| group.name).collect())
+    }
+
+    /// Why a replay would keep `letter` (as `replay.lua` decides), if it
+    /// would: for the dry run.
+    fn would_keep(&self, letter: &Entry, groups: &[String]) -> Option<String> {
+        let outcome = match (letter.get(STREAM), letter.get(GROUP)) {
+            (Some(stream), _) if stream != self.stream.as_bytes() => {
+                Moved::OtherStream(String::from_utf8_lossy(stream).into_owned())
+            }
+            (_, Some(group)) if !groups.iter().any(|name| name.as_bytes() == group) => {
+                Moved::NoGroup(String::from_utf8_lossy(group).into_owned())
+            }
+            (_, None) if groups.is_empty() => Moved::NoGroup(String::new()),
+            _ => return None,
+        };
+        self.kept_because(outcome)
+    }
+
+    /// The reason a refused replay gives, for the outcomes that keep the
+    /// letter.
+    fn kept_because(&self, outcome: Moved) -> Option<String> {
+        match outcome {
+            Moved::To(_) | Moved::Gone => None,
+            Moved::OtherStream(stream) => Some(format!(
+                "it came from stream {stream}; replay it from there (REDIS_STREAM={stream})"
+            )),
+            Moved::NoGroup(group) if group.is_empty() => Some(format!(
+                "{} has no consumer group to process it",
+                self.stream
+            )),
+            Moved::NoGroup(group) => Some(format!(
+                "its group {group} no longer exists on {}; create it again to replay it",
+                self.stream
+            )),
+        }
     }
 
     async fn all_dead_letters(&mut self) -> Result<Vec<Entry>, AdminError> {
