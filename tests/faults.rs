@@ -2161,6 +2161,55 @@ fn json_string(line: &str, key: &str) -> Option<String> {
 
 /// A second process started under a consumer name a live one holds is
 /// refused at start, with an error that says so; the first goes on.
+/// A holder paused for longer than the name's lifetime, while a second
+/// process takes the name, does not go on consuming beside it when it
+/// wakes: it finishes what it holds and exits non-zero, saying why; the
+/// second goes on alone and processes everything once.
+#[test]
+fn a_process_that_lost_its_name_stops_consuming() {
+    let mut scenario = Scenario::new("name_lost");
+    let first = scenario.spawn("twin", &[]);
+    scenario.wait_for(
+        Duration::from_secs(30),
+        "the first to start",
+        |scenario| match scenario.log_lines(first, "worker started").len() {
+            0 => Err("not yet".to_owned()),
+            _ => Ok(()),
+        },
+    );
+    scenario.worker(first).signal(libc::SIGSTOP);
+    // The name's key lapses (6 s without a refresh); the second waits to
+    // see its holder gone, then takes the name.
+    let second = scenario.spawn("twin", &[]);
+    scenario.wait_for(
+        Duration::from_secs(30),
+        "the second to take the name",
+        |scenario| match scenario.log_lines(second, "worker started").len() {
+            0 => Err("not yet".to_owned()),
+            _ => Ok(()),
+        },
+    );
+    scenario.worker(first).signal(libc::SIGCONT);
+    scenario.workers[first].expect_running = false;
+    let status = scenario
+        .worker(first)
+        .wait_for_exit(Duration::from_secs(20));
+    assert!(!status.success(), "the first process exited with {status}");
+    let output = scenario.worker(first).output();
+    assert!(
+        output.contains("another process took consumer name `twin`"),
+        "{output}"
+    );
+    scenario.worker(second).assert_running();
+    let entries: Vec<String> = (0..20).map(|n| data(n, "none", 0)).collect();
+    let ids = scenario.add(&entries);
+    scenario.wait_drained(20, Duration::from_secs(20));
+    for id in &ids {
+        assert_eq!(scenario.record().pids_of(id), vec![scenario.pid(second)]);
+    }
+    scenario.done("the paused `twin` stopped once it found its name taken");
+}
+
 #[test]
 fn a_second_process_under_a_live_name_is_refused() {
     let mut scenario = Scenario::new("name_taken");

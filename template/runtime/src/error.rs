@@ -44,6 +44,19 @@ pub enum Error {
         /// The key that holds it.
         key: String,
     },
+    /// Another process took this process's consumer name while it was
+    /// paused or cut off; it stopped consuming so that only one does.
+    #[error(
+        "another process took consumer name `{name}` (its key `{key}`) while this one was paused \
+         or cut off from Redis for longer than the name's lifetime; this one finished what it \
+         held and stopped consuming, so that only one process consumes under the name"
+    )]
+    NameLost {
+        /// The consumer name.
+        name: String,
+        /// The key that holds it.
+        key: String,
+    },
 }
 
 impl Error {
@@ -62,7 +75,8 @@ impl Error {
             Self::Reply { .. }
             | Self::PasswordFile { .. }
             | Self::TlsFile { .. }
-            | Self::NameInUse { .. } => false,
+            | Self::NameInUse { .. }
+            | Self::NameLost { .. } => false,
         }
     }
 

@@ -12,12 +12,20 @@
 //! be gone: its key expires without a refresh. A holder killed with
 //! `kill -9` delays a restart under its name by at most [`TTL`]; a holder
 //! that refreshes its key is alive, and the start is refused.
+//!
+//! A holder paused or cut off for longer than [`TTL`] may find, when it
+//! comes back, that another process took the name meanwhile. It does not
+//! go on beside it: [`NameLock::lost`] resolves, and the worker stops
+//! consuming (it finishes what it holds, as at SIGTERM) and exits with an
+//! error, so its supervisor restarts it, under a name of its own or, once
+//! the other process is gone, under this one.
 
 use std::time::Duration;
 
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep};
-use tracing::{error, warn};
+use tracing::warn;
 
 use crate::connection::{Connection, Connector};
 use crate::consumer::Names;
@@ -42,6 +50,8 @@ pub struct NameLock {
     token: String,
     connector: Connector,
     refresher: JoinHandle<()>,
+    /// Told once another process holds the key.
+    lost: Option<oneshot::Receiver<()>>,
 }
 
 /// The key that holds `names.consumer`.
@@ -116,19 +126,42 @@ impl NameLock {
             // Long enough for a live holder to refresh once.
             sleep(REFRESH + REFRESH / 4).await;
         }
+        let (lost_sender, lost) = oneshot::channel();
         let refresher = tokio::spawn(refresh(
             connector.clone(),
             connection,
             key.clone(),
             token.clone(),
-            names.consumer.clone(),
+            lost_sender,
         ));
         Ok(Self {
             key,
             token,
             connector: connector.clone(),
             refresher,
+            lost: Some(lost),
         })
+    }
+
+    /// The key that holds the name.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Resolves once another process took the name (this one was paused
+    /// or cut off for longer than [`TTL`]); never if it keeps it. The
+    /// first call takes the signal: later calls never resolve.
+    pub fn lost(&mut self) -> impl Future<Output = ()> + Send + 'static {
+        let lost = self.lost.take();
+        async move {
+            let taken = match lost {
+                Some(lost) => lost.await.is_ok(),
+                None => false,
+            };
+            if !taken {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// Stops refreshing and deletes the key if it is still this process's,
@@ -182,7 +215,7 @@ async fn refresh(
     mut connection: Connection,
     key: String,
     token: String,
-    name: String,
+    lost: oneshot::Sender<()>,
 ) {
     loop {
         sleep(REFRESH).await;
@@ -203,13 +236,15 @@ async fn refresh(
                 None => {
                     take(&mut connection, &key, &token).await?;
                 }
-                Some(_) => {
-                    error!(consumer = %name, %key, "another process took this consumer name while this one was paused; both now consume under it");
-                }
+                Some(_) => return Ok(false),
             }
-            Ok::<(), Error>(())
+            Ok::<bool, Error>(true)
         }
         .await;
+        if matches!(outcome, Ok(false)) {
+            let _ = lost.send(());
+            return;
+        }
         if let Err(error) = outcome {
             warn!(%error, %key, "cannot refresh the consumer name's key");
             if error.is_connection()

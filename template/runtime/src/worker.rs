@@ -45,6 +45,7 @@ mod process;
 mod sources;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::time::{Instant, sleep, timeout_at};
@@ -233,17 +234,24 @@ impl<H: Handler> Worker<H> {
     /// Runs until `shutdown` completes, then lets in-flight entries finish
     /// for up to `shutdown_timeout`, acknowledges them and returns. Redis
     /// errors never end the run: the worker backs off and carries on. The
-    /// one error returned is at start: [`Error::NameInUse`], another live
-    /// process consumes under this consumer name (see `name_lock.rs`).
+    /// errors returned are about its consumer name (see `name_lock.rs`):
+    /// [`Error::NameInUse`] at start, another live process consumes under
+    /// it; [`Error::NameLost`] after a pause or a cut longer than the name's
+    /// lifetime, another process took it meanwhile, and this one stopped as
+    /// at a shutdown.
     pub async fn run(
         mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
         let (trigger, stop) = shutdown::channel(self.settings.shutdown_timeout);
+        let trigger = Arc::new(trigger);
         self.shutdown = stop;
-        let watcher = tokio::spawn(async move {
-            shutdown.await;
-            trigger.trigger();
+        let watcher = tokio::spawn({
+            let trigger = trigger.clone();
+            async move {
+                shutdown.await;
+                trigger.trigger();
+            }
         });
         let names = self.names().clone();
         let mut backoff = Backoff::new(
@@ -254,7 +262,7 @@ impl<H: Handler> Worker<H> {
         // then every START_REMINDER only (the binary said at start where it
         // tried and why that failed); at debug otherwise.
         let mut remind_at = Instant::now();
-        let lock = loop {
+        let mut lock = loop {
             // Waiting for Redis is not being stuck: /healthz and the
             // heartbeat file stay healthy through an outage at start.
             self.observer.alive();
@@ -286,6 +294,19 @@ impl<H: Handler> Worker<H> {
             }
         };
         info!(stream = %names.stream, group = %names.group, consumer = %names.consumer, "worker started");
+        // A name taken over by another process stops this one as SIGTERM
+        // would: two processes under one name take each other's entries.
+        let name_lost = Arc::new(AtomicBool::new(false));
+        let lost_watcher = tokio::spawn({
+            let (lost, name_lost, trigger) = (lock.lost(), name_lost.clone(), trigger.clone());
+            let (consumer, key) = (names.consumer.clone(), lock.key().to_owned());
+            async move {
+                lost.await;
+                error!(%consumer, %key, "another process took this consumer name while this one was paused or cut off; finishing what it holds and stopping");
+                name_lost.store(true, Ordering::SeqCst);
+                trigger.trigger();
+            }
+        });
         let summary = Arc::new(Summary::default());
         self.observer = Arc::new(vec![self.observer.clone(), summary.clone()]);
         let summarise = tokio::spawn(summary::log_every(summary.clone(), SUMMARY_INTERVAL));
@@ -326,16 +347,24 @@ impl<H: Handler> Worker<H> {
                 }
             }
         }
-        if self.finish().await {
-            self.give_back_unstarted().await;
-            self.leave_group().await;
-        } else {
-            info!(
+        let settled = self.finish().await;
+        let lost = name_lost.load(Ordering::SeqCst);
+        match (settled, lost) {
+            // The consumer is the other process's now: it stays, with
+            // whatever is pending under the name.
+            (_, true) => {}
+            (true, false) => {
+                self.give_back_unstarted().await;
+                self.leave_group().await;
+            }
+            (false, false) => info!(
                 "stays in the consumer group: entries may still be pending under its name; other consumers take them over"
-            );
+            ),
         }
+        let key = lock.key().to_owned();
         lock.release().await;
         watcher.abort();
+        lost_watcher.abort();
         summarise.abort();
         let totals = summary.totals();
         info!(
@@ -344,6 +373,12 @@ impl<H: Handler> Worker<H> {
             dead_lettered = totals.dead_lettered,
             "worker stopped"
         );
+        if lost {
+            return Err(Error::NameLost {
+                name: names.consumer,
+                key,
+            });
+        }
         Ok(())
     }
 
