@@ -1705,6 +1705,17 @@ fn a_frozen_worker_that_wakes_leaves_taken_over_entries_alone() {
     ));
 }
 
+/// Waits until the business logic was called `calls` times in all.
+fn wait_for_calls(scenario: &mut Scenario, calls: usize) {
+    let record = scenario.record.clone();
+    scenario.wait_for(Duration::from_secs(30), &format!("{calls} calls"), |_| {
+        match Record::count_lines(&record) {
+            done if done >= calls => Ok(()),
+            done => Err(format!("{done} calls")),
+        }
+    });
+}
+
 /// The retry delay counts from the failure: an entry that fails after
 /// 2 s, with a 2 s backoff, is called again no sooner than 2 s after that
 /// failure (counted from its delivery it would be due at once).
@@ -1720,24 +1731,9 @@ fn retry_backoff_counts_from_the_failure() {
         ],
     );
     scenario.add(&[data(0, "times:1", 2_000)]);
-    let record = scenario.record.clone();
-    scenario.wait_for(
-        Duration::from_secs(30),
-        "the first call",
-        |_| match Record::count_lines(&record) {
-            0 => Err("no call yet".to_owned()),
-            _ => Ok(()),
-        },
-    );
+    wait_for_calls(&mut scenario, 1);
     let failed = Instant::now();
-    scenario.wait_for(
-        Duration::from_secs(30),
-        "the second call",
-        |_| match Record::count_lines(&record) {
-            2.. => Ok(()),
-            calls => Err(format!("{calls} calls")),
-        },
-    );
+    wait_for_calls(&mut scenario, 2);
     let gap = failed.elapsed();
     // The retry waits 2 s from the failure, then its call takes 2 s.
     assert!(
@@ -1766,14 +1762,7 @@ fn reconnects_keep_the_retry_backoff() {
     );
     scenario.add(&[data(0, "times:1", 0)]);
     let record = scenario.record.clone();
-    scenario.wait_for(
-        Duration::from_secs(30),
-        "the first call",
-        |_| match Record::count_lines(&record) {
-            0 => Err("no call yet".to_owned()),
-            _ => Ok(()),
-        },
-    );
+    wait_for_calls(&mut scenario, 1);
     let failed = Instant::now();
     let mut admin = scenario.redis().connect();
     for _ in 0..3 {

@@ -46,6 +46,45 @@ async fn step_to_new_entries<H: Handler>(worker: &mut Worker<H>) -> StepReport {
     }
 }
 
+/// Takes `id` over for a consumer named `other`, as another worker would
+/// once this one stopped answering.
+async fn claim_for_other(
+    redis: &mut redis::aio::MultiplexedConnection,
+    settings: &redis_streams_runtime::Settings,
+    id: &str,
+) {
+    let _: redis::Value = redis::cmd("XCLAIM")
+        .arg(&settings.redis.stream)
+        .arg(&settings.redis.consumer_group)
+        .arg("other")
+        .arg(0)
+        .arg(id)
+        .arg("JUSTID")
+        .query_async(redis)
+        .await
+        .unwrap();
+}
+
+/// Each pending entry of the group with the consumer that holds it.
+async fn holders(
+    redis: &mut redis::aio::MultiplexedConnection,
+    settings: &redis_streams_runtime::Settings,
+) -> Vec<(String, String)> {
+    let held: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
+        .arg(&settings.redis.stream)
+        .arg(&settings.redis.consumer_group)
+        .arg("-")
+        .arg("+")
+        .arg(10)
+        .query_async(redis)
+        .await
+        .unwrap();
+    held.ids
+        .into_iter()
+        .map(|pending| (pending.id, pending.consumer))
+        .collect()
+}
+
 #[tokio::test]
 async fn processes_and_acknowledges_each_entry_once() {
     let settings = settings("ack");
@@ -270,7 +309,7 @@ async fn an_entry_taken_over_while_in_flight_is_left_to_its_new_holder() {
     // A heartbeat every 50 ms; the call outlasts several.
     settings.worker.claim_idle = Duration::from_millis(200);
     let mut redis = connect(&settings).await;
-    let (stream, group) = (&settings.redis.stream, &settings.redis.consumer_group);
+    let stream = &settings.redis.stream;
     let recorder = Recorder::new(|_, _| Err(ProcessError::retry("failed after the takeover")))
         .slow(Duration::from_millis(500));
     let mut worker = Worker::new(&settings, recorder.clone()).unwrap();
@@ -278,37 +317,15 @@ async fn an_entry_taken_over_while_in_flight_is_left_to_its_new_holder() {
 
     let take_over = async {
         until("the call to start", || recorder.seen().len() == 1).await;
-        let _: redis::Value = redis::cmd("XCLAIM")
-            .arg(stream)
-            .arg(group)
-            .arg("other")
-            .arg(0)
-            .arg(&ids[0])
-            .arg("JUSTID")
-            .query_async(&mut redis)
-            .await
-            .unwrap();
+        claim_for_other(&mut redis, &settings, &ids[0]).await;
     };
     let (report, ()) = tokio::join!(step_to_new_entries(&mut worker), take_over);
     assert_eq!(report.processed, 1);
     assert_eq!(report.taken_over, 1, "{report:?}");
     assert_eq!(report.retrying + report.dead_lettered, 0, "{report:?}");
 
-    let held: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
-        .arg(stream)
-        .arg(group)
-        .arg("-")
-        .arg("+")
-        .arg(10)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    let holders: Vec<(&str, &str)> = held
-        .ids
-        .iter()
-        .map(|pending| (pending.id.as_str(), pending.consumer.as_str()))
-        .collect();
-    assert_eq!(holders, [(ids[0].as_str(), "other")]);
+    let holders = holders(&mut redis, &settings).await;
+    assert_eq!(holders, [(ids[0].clone(), "other".to_owned())]);
     assert!(dead_letters(&mut redis, &settings).await.is_empty());
 }
 
@@ -619,7 +636,7 @@ async fn a_failure_after_a_takeover_writes_no_dead_letter() {
     // A heartbeat only every 2.5 s: none during the 300 ms call.
     settings.worker.claim_idle = Duration::from_secs(10);
     let mut redis = connect(&settings).await;
-    let (stream, group) = (&settings.redis.stream, &settings.redis.consumer_group);
+    let stream = &settings.redis.stream;
     let recorder = Recorder::new(|_, _| Err(ProcessError::permanent("no use retrying")))
         .slow(Duration::from_millis(300));
     let mut worker = Worker::new(&settings, recorder.clone()).unwrap();
@@ -627,16 +644,7 @@ async fn a_failure_after_a_takeover_writes_no_dead_letter() {
 
     let take_over = async {
         until("the call to start", || recorder.seen().len() == 1).await;
-        let _: redis::Value = redis::cmd("XCLAIM")
-            .arg(stream)
-            .arg(group)
-            .arg("other")
-            .arg(0)
-            .arg(&ids[0])
-            .arg("JUSTID")
-            .query_async(&mut redis)
-            .await
-            .unwrap();
+        claim_for_other(&mut redis, &settings, &ids[0]).await;
     };
     let ((), ()) = tokio::join!(
         async {
@@ -647,23 +655,10 @@ async fn a_failure_after_a_takeover_writes_no_dead_letter() {
     worker.step().await.unwrap();
 
     assert!(dead_letters(&mut redis, &settings).await.is_empty());
-    let held: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
-        .arg(stream)
-        .arg(group)
-        .arg("-")
-        .arg("+")
-        .arg(10)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    let holders: Vec<(&str, &str)> = held
-        .ids
-        .iter()
-        .map(|pending| (pending.id.as_str(), pending.consumer.as_str()))
-        .collect();
+    let holders = holders(&mut redis, &settings).await;
     assert_eq!(
         holders,
-        [(ids[0].as_str(), "other")],
+        [(ids[0].clone(), "other".to_owned())],
         "left to its new holder"
     );
 }
