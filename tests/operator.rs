@@ -273,12 +273,17 @@ fn an_approximate_trim_while_producers_write_never_passes_the_group() {
 // dlq replay
 // ---------------------------------------------------------------------------
 
-/// Adds `count` entries to `orders` and a dead letter of group `group` for
-/// each to `orders:dlq`, as the worker writes them; returns the entries'
-/// IDs.
+/// Adds `count` entries to `orders`, the group `group` after them (a
+/// replay puts a letter back only for a group that exists), and a dead
+/// letter of that group for each entry to `orders:dlq`, as the worker
+/// writes them; returns the entries' IDs.
 fn dead_letters(redis: &RedisServer, group: &str, count: usize) -> Vec<String> {
     let data: Vec<String> = (0..count).map(|n| format!(r#"{{"n":{n}}}"#)).collect();
     let ids = redis.xadd_data("orders", &data);
+    redis::cmd("XGROUP")
+        .arg(&["CREATE", "orders", group, "$"])
+        .exec(&mut redis.connect())
+        .unwrap();
     dead_letters_for(redis, group, &ids);
     ids
 }
