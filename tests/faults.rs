@@ -2150,6 +2150,18 @@ fn json_string(line: &str, key: &str) -> Option<String> {
 
 /// A second process started under a consumer name a live one holds is
 /// refused at start, with an error that says so; the first goes on.
+/// Waits until `worker` logged that it started (it holds its name).
+fn wait_started(scenario: &mut Scenario, worker: usize) {
+    scenario.wait_for(
+        Duration::from_secs(30),
+        "the worker to start",
+        |scenario| match scenario.log_lines(worker, "worker started").len() {
+            0 => Err("not yet".to_owned()),
+            _ => Ok(()),
+        },
+    );
+}
+
 /// A holder paused for longer than the name's lifetime, while a second
 /// process takes the name, does not go on consuming beside it when it
 /// wakes: it finishes what it holds and exits non-zero, saying why; the
@@ -2158,26 +2170,12 @@ fn json_string(line: &str, key: &str) -> Option<String> {
 fn a_process_that_lost_its_name_stops_consuming() {
     let mut scenario = Scenario::new("name_lost");
     let first = scenario.spawn("twin", &[]);
-    scenario.wait_for(
-        Duration::from_secs(30),
-        "the first to start",
-        |scenario| match scenario.log_lines(first, "worker started").len() {
-            0 => Err("not yet".to_owned()),
-            _ => Ok(()),
-        },
-    );
+    wait_started(&mut scenario, first);
     scenario.worker(first).signal(libc::SIGSTOP);
     // The name's key lapses (6 s without a refresh); the second waits to
     // see its holder gone, then takes the name.
     let second = scenario.spawn("twin", &[]);
-    scenario.wait_for(
-        Duration::from_secs(30),
-        "the second to take the name",
-        |scenario| match scenario.log_lines(second, "worker started").len() {
-            0 => Err("not yet".to_owned()),
-            _ => Ok(()),
-        },
-    );
+    wait_started(&mut scenario, second);
     scenario.worker(first).signal(libc::SIGCONT);
     scenario.workers[first].expect_running = false;
     let status = scenario
@@ -2203,14 +2201,7 @@ fn a_process_that_lost_its_name_stops_consuming() {
 fn a_second_process_under_a_live_name_is_refused() {
     let mut scenario = Scenario::new("name_taken");
     let first = scenario.spawn("twin", &[]);
-    scenario.wait_for(
-        Duration::from_secs(30),
-        "the first to start",
-        |scenario| match scenario.log_lines(first, "worker started").len() {
-            0 => Err("not yet".to_owned()),
-            _ => Ok(()),
-        },
-    );
+    wait_started(&mut scenario, first);
     let second = scenario.spawn("twin", &[]);
     scenario.workers[second].expect_running = false;
     let status = scenario
