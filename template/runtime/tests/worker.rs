@@ -666,7 +666,7 @@ async fn a_failure_after_a_takeover_writes_no_dead_letter() {
 /// Keeps Redis busy for `millis` with a script, as a slow command would:
 /// what other clients send meanwhile waits, in the order it arrived.
 async fn hold_redis(settings: &redis_streams_runtime::Settings, millis: u64) {
-    let mut redis = connect(settings).await;
+    let mut redis = patient_connection(settings).await;
     let _: () = redis::Script::new(
         "local function now() local t = redis.call('TIME') return t[1] * 1000 + t[2] / 1000 end \
          local until_ms = now() + tonumber(ARGV[1]) while now() < until_ms do end",
@@ -706,7 +706,7 @@ async fn an_entry_delivered_as_the_worker_stops_is_processed_after_a_restart() {
     // While Redis is busy, the entry is added and then the worker stops:
     // Redis serves the blocked read with it before it sees the read's
     // connection closed.
-    let mut producer = connect(&settings).await;
+    let mut producer = patient_connection(&settings).await;
     let busy = tokio::spawn({
         let settings = settings.clone();
         async move { hold_redis(&settings, 500).await }
@@ -735,6 +735,19 @@ async fn an_entry_delivered_as_the_worker_stops_is_processed_after_a_restart() {
     assert_eq!(recorder.seen().get(&ids[0]), Some(&1));
     assert!(dead_letters(&mut redis, &settings).await.is_empty());
     assert_eq!(pending(&mut redis, &settings).await, 0);
+}
+
+/// A connection that waits for an answer however long Redis is busy (the
+/// default gives up after 500 ms).
+async fn patient_connection(
+    settings: &redis_streams_runtime::Settings,
+) -> redis::aio::MultiplexedConnection {
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    redis::Client::open(settings.redis.url.expose())
+        .unwrap()
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .unwrap()
 }
 
 fn redis_sync(settings: &redis_streams_runtime::Settings) -> redis::Connection {
