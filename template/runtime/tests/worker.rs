@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::{
@@ -310,7 +312,12 @@ async fn an_entry_taken_over_while_in_flight_is_left_to_its_new_holder() {
     settings.worker.claim_idle = Duration::from_millis(200);
     let mut redis = connect(&settings).await;
     let stream = &settings.redis.stream;
+    // The call goes on only once the entry is the other consumer's, and
+    // then outlasts ten heartbeats: however loaded the machine, the
+    // takeover happens while the call runs.
+    let taken = Arc::new(AtomicBool::new(false));
     let recorder = Recorder::new(|_, _| Err(ProcessError::retry("failed after the takeover")))
+        .gated(taken.clone())
         .slow(Duration::from_millis(500));
     let mut worker = Worker::new(&settings, recorder.clone()).unwrap();
     let ids = add(&mut redis, stream, &["{}"]).await;
@@ -318,6 +325,7 @@ async fn an_entry_taken_over_while_in_flight_is_left_to_its_new_holder() {
     let take_over = async {
         until("the call to start", || recorder.seen().len() == 1).await;
         claim_for_other(&mut redis, &settings, &ids[0]).await;
+        taken.store(true, Ordering::SeqCst);
     };
     let (report, ()) = tokio::join!(step_to_new_entries(&mut worker), take_over);
     assert_eq!(report.processed, 1);
@@ -633,18 +641,21 @@ async fn a_refused_dead_letter_holds_back_only_its_own_entry() {
 #[tokio::test]
 async fn a_failure_after_a_takeover_writes_no_dead_letter() {
     let mut settings = settings("taken-over-dlq");
-    // A heartbeat only every 2.5 s: none during the 300 ms call.
+    // A heartbeat only every 2.5 s: none during the call.
     settings.worker.claim_idle = Duration::from_secs(10);
     let mut redis = connect(&settings).await;
     let stream = &settings.redis.stream;
-    let recorder = Recorder::new(|_, _| Err(ProcessError::permanent("no use retrying")))
-        .slow(Duration::from_millis(300));
+    // The call fails only once the entry is the other consumer's.
+    let taken = Arc::new(AtomicBool::new(false));
+    let recorder =
+        Recorder::new(|_, _| Err(ProcessError::permanent("no use retrying"))).gated(taken.clone());
     let mut worker = Worker::new(&settings, recorder.clone()).unwrap();
     let ids = add(&mut redis, stream, &["{}"]).await;
 
     let take_over = async {
         until("the call to start", || recorder.seen().len() == 1).await;
         claim_for_other(&mut redis, &settings, &ids[0]).await;
+        taken.store(true, Ordering::SeqCst);
     };
     let ((), ()) = tokio::join!(
         async {

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -84,6 +85,7 @@ pub struct Recorder {
     finished: Arc<Mutex<Vec<String>>>,
     entries: Arc<Mutex<Vec<Entry>>>,
     delay: Duration,
+    gate: Option<Arc<AtomicBool>>,
     behaviour: Arc<Behaviour>,
 }
 
@@ -102,6 +104,7 @@ impl Recorder {
             finished: Arc::default(),
             entries: Arc::default(),
             delay: Duration::ZERO,
+            gate: None,
             behaviour: Arc::new(behaviour),
         }
     }
@@ -109,6 +112,13 @@ impl Recorder {
     /// Sleeps this long before deciding, like slow business logic.
     pub fn slow(mut self, delay: Duration) -> Self {
         self.delay = delay;
+        self
+    }
+
+    /// Holds every call, before its delay, until `gate` opens (is set):
+    /// the test decides when calls go on, whatever the machine's load.
+    pub fn gated(mut self, gate: Arc<AtomicBool>) -> Self {
+        self.gate = Some(gate);
         self
     }
 
@@ -145,6 +155,11 @@ impl Handler for Recorder {
             *count
         };
         self.entries.lock().unwrap().push(entry.clone());
+        if let Some(gate) = &self.gate {
+            while !gate.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }
