@@ -40,6 +40,10 @@ pub struct Drains {
     pub cluster: Vec<Drain>,
     /// `bench-default` over TLS to one Redis.
     pub tls: Vec<Drain>,
+    /// `bench-default` exporting a trace of every entry.
+    pub traced_all: Vec<Drain>,
+    /// `bench-default` exporting traces of 1 % of the entries.
+    pub traced_sampled: Vec<Drain>,
 }
 
 /// The Redis a worker drains.

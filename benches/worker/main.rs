@@ -95,6 +95,7 @@ mod machine;
 mod options;
 mod report;
 mod startup;
+mod traces;
 mod usage;
 mod workload;
 
@@ -113,6 +114,7 @@ use machine::{Machine, load_averages};
 use options::Options;
 use report::{Results, mib, ms, thousands};
 use startup::Startup;
+use traces::TraceSink;
 
 fn main() -> ExitCode {
     let options = Options::from_command_line();
@@ -197,7 +199,8 @@ fn given_binary(flag: &str, path: &Path) -> Built {
 }
 
 /// `--runs` rounds of drains; each round drains with the reference, the
-/// default (at warn, then at info as JSON) and the raw variant (and
+/// default (at warn, then at info as JSON, then exporting traces of every
+/// entry and of 1 %) and the raw variant (and
 /// `--extra-worker`) in turn, so that
 /// neighbours share the machine's mood.
 fn measure_drains(
@@ -207,6 +210,7 @@ fn measure_drains(
     extra: Option<&Built>,
 ) -> Drains {
     let mut drains = Drains::default();
+    let sink = TraceSink::start();
     for run in 1..=options.runs {
         note(format!(
             "drain run {run}/{}: {} entries each (pre-fill, then drain)",
@@ -229,6 +233,24 @@ fn measure_drains(
             describe_drain(&drain)
         ));
         drains.default_info_json.push(drain);
+        for (ratio, label) in [(1.0, "traces, 100 %"), (0.01, "traces, 1 %  ")] {
+            let env = sink.env(ratio);
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let received = sink.bytes();
+            let (drain, _) = least_disturbed(options, default.name, || {
+                drain_worker(default, options, &env)
+            });
+            note(format!(
+                "  {label}:  {}; {} KiB of spans exported",
+                describe_drain(&drain),
+                (sink.bytes() - received) / 1024
+            ));
+            if ratio < 1.0 {
+                drains.traced_sampled.push(drain);
+            } else {
+                drains.traced_all.push(drain);
+            }
+        }
         let (drain, _) = least_disturbed(options, raw.name, || drain_worker(raw, options, &[]));
         note(format!("  validation off: {}", describe_drain(&drain)));
         drains.raw.push(drain);

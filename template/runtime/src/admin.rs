@@ -94,6 +94,8 @@ pub struct Admin {
     stream: String,
     group: String,
     dead_letter_stream: String,
+    /// Trace-context fields `send` adds to every entry.
+    trace_fields: Vec<(String, String)>,
 }
 
 impl Admin {
@@ -107,7 +109,15 @@ impl Admin {
             stream: settings.redis.stream.clone(),
             group: settings.redis.consumer_group.clone(),
             dead_letter_stream: settings.dead_letter_stream(),
+            trace_fields: Vec::new(),
         })
+    }
+
+    /// Has `send` add these trace-context fields (`traceparent`,
+    /// `tracestate`; see [`crate::otel`]) to every entry, so that the
+    /// worker's spans continue the trace they name.
+    pub fn set_trace_context(&mut self, fields: Vec<(String, String)>) {
+        self.trace_fields = fields;
     }
 
     /// The configured group's name, for messages.

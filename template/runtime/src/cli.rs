@@ -9,11 +9,13 @@ use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use figment::value::Value;
+use opentelemetry::trace::TraceContextExt as _;
 
 use crate::admin::{self, Admin, AdminError, Documents, TrimTo};
 use crate::connection::{Unreachable, first_contact};
 use crate::error::report;
 use crate::handler::{BoxError, Handler, Logic};
+use crate::otel::{self, Tracing};
 use crate::settings::{self, Defaults, Loaded, Overrides};
 use crate::worker::Worker;
 use crate::{shutdown, telemetry};
@@ -90,7 +92,13 @@ async fn run_cli<L: Logic>(project: &Project, cli: Cli) -> ExitCode {
         }
     };
     let redactor = loaded.settings.redis.redactor();
-    match dispatch::<L>(cli.command.unwrap_or(Command::Run), &loaded).await {
+    match dispatch::<L>(
+        cli.command.unwrap_or(Command::Run),
+        &loaded,
+        project.version,
+    )
+    .await
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // Library errors may echo the URL or the password: scrubbed.
@@ -289,6 +297,7 @@ impl TrimArgs {
 async fn dispatch<L: Logic>(
     command: Command,
     loaded: &Loaded<L::Settings>,
+    version: &str,
 ) -> Result<(), BoxError> {
     let settings = &loaded.settings;
     if !matches!(command, Command::Run) {
@@ -297,7 +306,7 @@ async fn dispatch<L: Logic>(
         }
     }
     match command {
-        Command::Run => run::<L>(loaded).await?,
+        Command::Run => run::<L>(loaded, version).await?,
         Command::Config => print!("{}", admin::ConfigReport(loaded)),
         Command::Status(args) => {
             reachable(loaded).await?;
@@ -322,7 +331,20 @@ async fn dispatch<L: Logic>(
             };
             reachable(loaded).await?;
             let mut admin = Admin::connect(settings).await?;
-            print!("{}", admin.send_documents(documents).await?);
+            // The caller's context (TRACEPARENT), continued by a span of
+            // send's own when traces are exported.
+            let tracing = Tracing::start(&settings.tracing, &settings.worker_name, version)?;
+            let mut context = otel::from_environment(std::env::vars());
+            if let Some(tracing) = &tracing {
+                context = tracing.producer_span(&settings.redis.stream, &context);
+            }
+            admin.set_trace_context(otel::fields_of(&context));
+            let sent = admin.send_documents(documents).await;
+            if let Some(tracing) = tracing {
+                context.span().end();
+                stop_tracing(tracing).await;
+            }
+            print!("{}", sent?);
         }
         Command::Dlq { command } => {
             reachable(loaded).await?;
@@ -412,13 +434,38 @@ async fn reachable<L>(loaded: &Loaded<L>) -> Result<(), NotReached> {
 }
 
 /// Consumes the stream until SIGTERM or SIGINT.
-async fn run<L: Logic>(loaded: &Loaded<L::Settings>) -> Result<(), BoxError> {
+async fn run<L: Logic>(loaded: &Loaded<L::Settings>, version: &str) -> Result<(), BoxError> {
     let settings = &loaded.settings;
+    let tracing = Tracing::start(&settings.tracing, &settings.worker_name, version)?;
     telemetry::init(
         &settings.log_level,
         settings.log_format,
         settings.redis.redactor(),
+        tracing.as_ref().map(Tracing::tracer),
     )?;
+    let result = run_worker::<L>(loaded, tracing.as_ref()).await;
+    if let Some(tracing) = tracing {
+        stop_tracing(tracing).await;
+    }
+    result
+}
+
+/// Sends the spans still queued, on a thread of its own: the export is
+/// blocking. Bounded, so an unreachable collector delays the exit by a
+/// few seconds at most.
+async fn stop_tracing(tracing: Tracing) {
+    let _ = tokio::task::spawn_blocking(move || tracing.shutdown(TRACES_AT_EXIT)).await;
+}
+
+/// How long the spans still queued at exit may take to be sent.
+const TRACES_AT_EXIT: Duration = Duration::from_secs(5);
+
+/// The worker's life, after logging and tracing are set up.
+async fn run_worker<L: Logic>(
+    loaded: &Loaded<L::Settings>,
+    tracing: Option<&Tracing>,
+) -> Result<(), BoxError> {
+    let settings = &loaded.settings;
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
@@ -434,6 +481,9 @@ async fn run<L: Logic>(loaded: &Loaded<L::Settings>) -> Result<(), BoxError> {
         .await
         .map_err(|error| format!("starting the business logic: {error}"))?;
     let mut worker = Worker::new(settings, logic)?;
+    if let Some(tracing) = tracing {
+        worker = worker.with_tracing(tracing);
+    }
     // The message only: its sources repeat the same text.
     worker.verify_tls().await.map_err(|error| {
         format!(

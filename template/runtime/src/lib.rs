@@ -107,13 +107,15 @@
 //!   `metrics`).
 //! - `heartbeat` — the file `healthcheck` reads to tell the worker is
 //!   alive (without the feature `metrics`).
-//! - [`telemetry`] — logging.
+//! - [`telemetry`] — logging, and the business logic's spans as traces.
 //! - [`testing`] — helpers for integration tests against a real Redis.
 //! - [`worker`] — the consume loop, one [`Worker::step`] at a time;
 //!   `worker/sources.rs` reads what is due, `worker/process.rs` runs the
 //!   handler and carries out what the retry policy decides,
 //!   `worker/ledger.rs` records it in Redis.
 //! - [`summary`] — the periodic summary in the log.
+//! - [`otel`] — OpenTelemetry traces: a span per delivery continuing the
+//!   producer's context in the entry; `otel/export.rs` sends them, bounded.
 //! - `name_lock` — one live process per consumer name.
 //! - `consumer` — the consumer group's Redis commands, on two connections;
 //!   `consumer/reply.rs` parses the replies that carry entries,
@@ -131,7 +133,8 @@
 //! - `connection` — how every part connects to Redis.
 //! - [`settings`] — types and defaults; `settings/load.rs` layers defaults,
 //!   config file, environment and flags; `settings/validate.rs` checks them;
-//!   `settings/modules.rs` holds the optional modules' sections.
+//!   `settings/modules.rs` holds the optional modules' sections,
+//!   `settings/traces.rs` the `tracing` section.
 //! - [`error`] — the runtime's error type.
 //! - [`redact`] — keeping Redis passwords out of every output.
 //! - `backoff` — exponential delays for reconnects and retries.
@@ -155,6 +158,7 @@ pub mod heartbeat;
 pub mod metrics;
 mod name_lock;
 pub mod observe;
+pub mod otel;
 pub mod redact;
 pub mod replay;
 pub mod retry;

@@ -18,8 +18,10 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -161,6 +163,7 @@ impl Metrics {
             "Time the business logic took per entry",
             metrics.processing_seconds.clone(),
         );
+        registry.register_collector(Box::new(SpansDropped));
         Self {
             registry,
             ..metrics
@@ -215,6 +218,24 @@ impl Observer for Metrics {
 
     fn reconnecting(&self) {
         self.reconnects.inc();
+    }
+}
+
+/// `worker_trace_spans_dropped_total`: the spans the trace export dropped
+/// (see [`crate::otel::export`]), read at each scrape.
+#[derive(Debug)]
+struct SpansDropped;
+
+impl Collector for SpansDropped {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counter = ConstCounter::new(crate::otel::spans_dropped());
+        let metric = encoder.encode_descriptor(
+            "trace_spans_dropped",
+            "Trace spans dropped: the export queue was full or the collector failed",
+            None,
+            counter.metric_type(),
+        )?;
+        counter.encode(metric)
     }
 }
 

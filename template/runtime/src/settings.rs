@@ -13,6 +13,7 @@
 
 mod load;
 mod modules;
+mod traces;
 mod validate;
 
 use std::path::PathBuf;
@@ -32,6 +33,7 @@ pub use modules::HeartbeatSettings;
 #[cfg(feature = "metrics")]
 pub use modules::MetricsSettings;
 pub use modules::Modules;
+pub use traces::{OTEL_VARIABLES, ParentMode, SAMPLERS, TraceSettings};
 
 /// The defaults a project chose when it was generated: the answers to the
 /// template's questions. Every other default is the runtime's.
@@ -132,6 +134,8 @@ pub struct Settings {
     pub redis: RedisSettings,
     /// How to process and recover.
     pub worker: WorkerSettings,
+    /// OpenTelemetry traces; off until `tracing.endpoint` is set.
+    pub tracing: TraceSettings,
     /// The sections of the optional modules generated with this project,
     /// top-level sections of the config file. [`load`] reads them apart:
     /// through a flattened field serde would lose the key and the source of
@@ -252,6 +256,7 @@ impl Settings {
             log_format: LogFormat::Pretty,
             redis: RedisSettings::new(defaults),
             worker: WorkerSettings::default(),
+            tracing: TraceSettings::default(),
             modules: Modules::new(defaults),
         }
     }

@@ -11,8 +11,12 @@
 
 use std::io::{IsTerminal, Write};
 
-use tracing_subscriber::EnvFilter;
+use opentelemetry_sdk::trace::SdkTracer;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::redact::Redactor;
 use crate::settings::LogFormat;
@@ -29,21 +33,49 @@ pub enum TelemetryError {
 }
 
 /// Installs the global subscriber, writing to standard error with the
-/// secrets `redactor` knows replaced.
-pub fn init(log_level: &str, format: LogFormat, redactor: Redactor) -> Result<(), TelemetryError> {
+/// secrets `redactor` knows replaced; with `tracer`, the business logic's
+/// spans also become OpenTelemetry spans (see [`crate::otel`]).
+pub fn init(
+    log_level: &str,
+    format: LogFormat,
+    redactor: Redactor,
+    tracer: Option<&SdkTracer>,
+) -> Result<(), TelemetryError> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.is_empty() => EnvFilter::try_new(directives)?,
         _ => EnvFilter::try_new(log_level.to_ascii_lowercase())?,
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let lines = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(RedactingStderr(redactor));
-    let installed = match format {
-        LogFormat::Pretty => builder.try_init(),
-        LogFormat::Json => builder.json().with_current_span(true).try_init(),
+    let lines = match format {
+        LogFormat::Pretty => lines.boxed(),
+        LogFormat::Json => lines.json().with_current_span(true).boxed(),
     };
-    installed.map_err(|_| TelemetryError::AlreadySet)
+    // The runtime's own spans (`message`, ...) are not exported: each
+    // delivery has its span from `otel`, and the logic's spans nest in it.
+    // Nor are those of the exporter's HTTP client, which would feed back.
+    let spans = tracer.map(|tracer| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer.clone())
+            .with_filter(
+                Targets::new()
+                    .with_default(LevelFilter::INFO)
+                    .with_target("redis_streams_runtime", LevelFilter::OFF)
+                    .with_target("opentelemetry", LevelFilter::OFF)
+                    .with_target("opentelemetry_sdk", LevelFilter::OFF)
+                    .with_target("opentelemetry_otlp", LevelFilter::OFF)
+                    .with_target("reqwest", LevelFilter::OFF)
+                    .with_target("hyper", LevelFilter::OFF)
+                    .with_target("hyper_util", LevelFilter::OFF)
+                    .with_target("h2", LevelFilter::OFF),
+            )
+    });
+    tracing_subscriber::registry()
+        .with(lines.with_filter(filter))
+        .with(spans)
+        .try_init()
+        .map_err(|_| TelemetryError::AlreadySet)
 }
 
 /// Standard error, through a [`Redactor`].

@@ -58,6 +58,7 @@ use crate::error::Error;
 use crate::handler::Handler;
 use crate::name_lock::NameLock;
 use crate::observe::{Observer, Progress};
+use crate::otel::{ConsumerSpans, Tracing};
 use crate::retry::RetryPolicy;
 use crate::settings::{Settings, WorkerSettings};
 use crate::shutdown::{self, Shutdown};
@@ -158,6 +159,8 @@ pub struct Worker<H> {
     progress: Arc<Progress>,
     /// Whether the first finished entry was logged (at info).
     first_entry_logged: bool,
+    /// A span per delivery, when traces are exported.
+    spans: Option<ConsumerSpans>,
 }
 
 impl<H> std::fmt::Debug for Worker<H> {
@@ -201,7 +204,15 @@ impl<H: Handler> Worker<H> {
             ledger: Ledger::default(),
             progress: Arc::new(Progress::new(liveness_limit(settings))),
             first_entry_logged: false,
+            spans: None,
         })
+    }
+
+    /// Starts a span per delivery with `tracing`'s tracer, continuing the
+    /// producer's trace (see [`crate::otel`]).
+    pub fn with_tracing(mut self, tracing: &Tracing) -> Self {
+        self.spans = Some(tracing.consumer_spans(self.consumer.names()));
+        self
     }
 
     /// Reports events to `observer` (metrics, tests).

@@ -127,8 +127,11 @@ impl Admin {
                     .arg(&self.stream)
                     .arg("*")
                     .arg("data")
-                    .arg(&document.text)
-                    .ignore();
+                    .arg(&document.text);
+                for (name, value) in &self.trace_fields {
+                    pipe.arg(name).arg(value);
+                }
+                pipe.ignore();
             }
             pipe.query_async::<()>(&mut self.connection).await?;
             sent += chunk.len();

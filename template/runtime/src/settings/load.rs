@@ -11,7 +11,7 @@ use figment::{Figment, Metadata, Profile, Provider};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Defaults, LogicSettings, NoLogicSettings, Settings};
+use super::{Defaults, LogicSettings, NoLogicSettings, OTEL_VARIABLES, Settings};
 
 /// Keys renamed since earlier versions: `(old key, new key)`. The old key
 /// and its environment variable are still read, with a warning.
@@ -377,6 +377,7 @@ fn env_layer(
     let mut values = Dict::new();
     let mut names = HashMap::new();
     let mut old_values = Vec::new();
+    let mut standard_values = Vec::new();
     for (name, value) in env {
         if value.is_empty() {
             continue; // `VAR=` in a compose or .env file means unset
@@ -386,6 +387,16 @@ fn env_layer(
             names.insert(key, name);
         } else if let Some((key, new_name)) = old_names.get(&name) {
             old_values.push((name, key.clone(), new_name.clone(), value));
+        } else if let Some((_, key)) = OTEL_VARIABLES.iter().find(|(otel, _)| *otel == name) {
+            standard_values.push((name, (*key).to_owned(), value));
+        }
+    }
+    // The standard OpenTelemetry variables, where the key's own is unset.
+    for (name, key, value) in standard_values {
+        if let Entry::Vacant(vacant) = names.entry(key) {
+            let value = otel_value(vacant.key(), value);
+            insert(&mut values, vacant.key(), value);
+            vacant.insert(name);
         }
     }
     for (name, key, new_name, value) in old_values {
@@ -403,6 +414,16 @@ fn env_layer(
         }
     }
     (values, names)
+}
+
+/// A standard OpenTelemetry variable's value as its key reads it: the
+/// sampler's name in lower case, as the specification allows any case.
+fn otel_value(key: &str, value: String) -> Value {
+    if key == "tracing.sampler" {
+        Value::from(value.to_ascii_lowercase())
+    } else {
+        Value::from(value)
+    }
 }
 
 /// Every dotted key of the settings, unset optional ones included.

@@ -19,6 +19,9 @@ pub(super) fn validate<L: LogicSettings>(loaded: &Loaded<L>) -> Result<(), Setti
     };
     let s = &loaded.settings;
     core(s).map_err(|refusal| refuse(refusal.key, refusal.reason))?;
+    s.tracing
+        .validate()
+        .map_err(|refusal| in_section("tracing", refusal))?;
     loaded
         .logic
         .validate()

@@ -19,6 +19,8 @@ use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
+use opentelemetry::Context;
+use opentelemetry::context::FutureExt as _;
 use tokio::time::{Instant, sleep_until, timeout_at};
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -30,6 +32,7 @@ use crate::entry::Entry;
 use crate::error::Error;
 use crate::handler::{Handler, ProcessError};
 use crate::observe::{Observer, Outcome};
+use crate::otel::{self, SpanOutcome};
 use crate::replay;
 use crate::retry::{Decision, GiveUp, RetryPolicy};
 
@@ -40,8 +43,16 @@ use crate::retry::{Decision, GiveUp, RetryPolicy};
 const ACK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// An entry whose call ended: its position in the batch, the entry, its
-/// delivery count, the result and how long the call took.
-type Finished = (usize, Entry, u64, Result<(), ProcessError>, Duration);
+/// delivery count, the result, how long the call took, and its span when
+/// traces are exported.
+type Finished = (
+    usize,
+    Entry,
+    u64,
+    Result<(), ProcessError>,
+    Duration,
+    Option<Context>,
+);
 
 impl<H: Handler> Worker<H> {
     /// Runs the handler on every entry, `concurrency` at a time, and sorts
@@ -70,7 +81,7 @@ impl<H: Handler> Worker<H> {
                             entry,
                             deliveries,
                             decision,
-                            None,
+                            (None, None),
                             &mut report,
                         );
                     }
@@ -87,23 +98,45 @@ impl<H: Handler> Worker<H> {
         self.observer
             .in_flight(work.len().min(self.settings.concurrency));
         let handler = &self.handler;
+        let spans = self.spans.as_ref();
         let limit = self.settings.process_timeout;
         let mut outcomes = futures_util::stream::iter(work.into_iter().enumerate())
             .map(|(position, (entry, deliveries))| async move {
                 let span = info_span!("message", id = %entry.id, deliveries);
+                let trace = spans.map(|spans| spans.start(&entry, deliveries));
                 let started = Instant::now();
                 let call = AssertUnwindSafe(handler.handle(&entry))
                     .catch_unwind()
                     .instrument(span);
-                let result = match timeout_at(started + limit, call).await {
+                // The delivery's span is the current context while the
+                // logic runs, so the logic's own spans nest in it.
+                let call = match &trace {
+                    Some(trace) => {
+                        timeout_at(started + limit, call.with_context(trace.clone())).await
+                    }
+                    None => timeout_at(started + limit, call).await,
+                };
+                let result = match call {
                     Ok(Ok(result)) => result,
                     Ok(Err(panic)) => Err(ProcessError::retry(panic_message(panic.as_ref()))),
-                    Err(_) => Err(ProcessError::retry(format!(
-                        "timed out after {} ms (worker.process_timeout_ms)",
-                        limit.as_millis()
-                    ))),
+                    Err(_) => {
+                        if let Some(trace) = &trace {
+                            otel::timed_out(trace, limit);
+                        }
+                        Err(ProcessError::retry(format!(
+                            "timed out after {} ms (worker.process_timeout_ms)",
+                            limit.as_millis()
+                        )))
+                    }
                 };
-                (position, entry, deliveries, result, started.elapsed())
+                (
+                    position,
+                    entry,
+                    deliveries,
+                    result,
+                    started.elapsed(),
+                    trace,
+                )
             })
             .buffer_unordered(self.settings.concurrency);
 
@@ -312,7 +345,7 @@ fn finished(
     ledger: &mut Ledger,
     policy: &RetryPolicy,
     observer: &dyn Observer,
-    (position, entry, deliveries, result, elapsed): Finished,
+    (position, entry, deliveries, result, elapsed, trace): Finished,
     batch: &mut Batch,
     first_entry_logged: &mut bool,
 ) {
@@ -321,6 +354,9 @@ fn finished(
     let taken_over = !batch.taken_over.is_empty() && batch.taken_over.remove(&entry.id);
     if taken_over && decision != Decision::Acknowledge {
         debug!(id = %entry.id, "failed here after another consumer took it over; left to that consumer");
+        if let Some(trace) = &trace {
+            otel::end(trace, SpanOutcome::TakenOver);
+        }
         batch.report.taken_over += 1;
         observer.processed(Outcome::Retrying, elapsed);
         return;
@@ -332,7 +368,7 @@ fn finished(
         entry,
         deliveries,
         decision,
-        result.err(),
+        (result.err(), trace.as_ref()),
         &mut batch.report,
     );
     observer.processed(outcome, elapsed);
@@ -355,24 +391,37 @@ fn finished(
 }
 
 /// Carries out the policy's `decision` on an entry delivered `deliveries`
-/// times; `error` is what the handler returned, if it ran and failed.
+/// times; `error` is what the handler returned, if it ran and failed, and
+/// `trace` the delivery's span, which records the outcome and ends.
 fn carry_out(
     ledger: &mut Ledger,
-    entry: Entry,
+    mut entry: Entry,
     deliveries: u64,
     decision: Decision,
-    error: Option<ProcessError>,
+    (error, trace): (Option<ProcessError>, Option<&Context>),
     report: &mut StepReport,
 ) -> Outcome {
     let error = error.map(|error| error.to_string()).unwrap_or_default();
     match decision {
         Decision::Acknowledge => {
+            if let Some(trace) = trace {
+                otel::end(trace, SpanOutcome::Acknowledged);
+            }
             ledger.unacked.push(entry.id);
             report.succeeded += 1;
             Outcome::Succeeded
         }
         Decision::Retry { delay } => {
             warn!(id = %entry.id, %error, deliveries, retry_in_ms = delay.as_millis() as u64, "failed; will retry");
+            if let Some(trace) = trace {
+                otel::end(
+                    trace,
+                    SpanOutcome::Retried {
+                        error: &error,
+                        delay,
+                    },
+                );
+            }
             ledger.failed.push(entry.id);
             report.retrying += 1;
             Outcome::Retrying
@@ -388,6 +437,17 @@ fn carry_out(
                 GiveUp::KeepsComingBack => {
                     warn!(id = %entry.id, deliveries, "giving up on an entry that keeps coming back");
                 }
+            }
+            if let Some(trace) = trace {
+                // A replay joins the trace of the failure it repeats.
+                if entry.get(otel::TRACEPARENT).is_none() {
+                    entry.fields.extend(
+                        otel::fields_of(trace)
+                            .into_iter()
+                            .map(|(name, value)| (name.into_bytes(), value.into_bytes())),
+                    );
+                }
+                otel::end(trace, SpanOutcome::DeadLettered { reason: &reason });
             }
             ledger
                 .unwritten

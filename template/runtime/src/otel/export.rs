@@ -1,0 +1,319 @@
+//! The export of finished spans: a bounded queue that the worker's tasks
+//! only ever push to, and one thread that sends it to the collector in
+//! batches. A collector that is down, slow or refusing costs the worker
+//! nothing but the spans: a full queue drops the newest, a failed request
+//! drops its batch, and both are counted ([`spans_dropped`]).
+//!
+//! The SDK's own batch processor drops too, but keeps the count to itself;
+//! this one is small enough to own.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use opentelemetry::Context;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
+
+/// Spans dropped since start: queue full, or their export failed.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// How often a failing collector is reported in the log, at most.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// Spans dropped since the process started, because the export queue was
+/// full or their export failed (`worker_trace_spans_dropped_total`).
+pub fn spans_dropped() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+fn drop_spans(count: usize) {
+    DROPPED.fetch_add(count as u64, Ordering::Relaxed);
+}
+
+/// Limits of the queue and its batches.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Spans waiting at most; more are dropped.
+    pub queue_size: usize,
+    /// Spans per export request.
+    pub batch_size: usize,
+    /// How long a span waits at most before its batch is sent.
+    pub interval: Duration,
+}
+
+/// A [`SpanProcessor`] that queues finished spans for the export thread.
+#[derive(Debug)]
+pub struct QueueProcessor {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes the export thread: a full batch, a flush, the shutdown.
+    work: Condvar,
+    /// Wakes those waiting for a flush or the shutdown.
+    done: Condvar,
+    limits: Limits,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    spans: VecDeque<SpanData>,
+    /// Flushes asked for, and the last one done (a sequence number each).
+    flush_asked: u64,
+    flush_done: u64,
+    stopping: bool,
+    stopped: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves nothing half-done here.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl QueueProcessor {
+    /// Starts the export thread. `exporter` is built on that thread, so a
+    /// blocking HTTP client never runs inside the async runtime.
+    pub fn start<E, F>(limits: Limits, resource: Resource, exporter: F) -> std::io::Result<Self>
+    where
+        E: SpanExporter + 'static,
+        F: FnOnce() -> Option<E> + Send + 'static,
+    {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            work: Condvar::new(),
+            done: Condvar::new(),
+            limits,
+        });
+        let thread = std::thread::Builder::new()
+            .name("trace-export".to_owned())
+            .spawn({
+                let shared = shared.clone();
+                move || {
+                    match exporter() {
+                        Some(mut exporter) => {
+                            exporter.set_resource(&resource);
+                            export_loop(&shared, &mut exporter);
+                            let _ = exporter.shutdown();
+                        }
+                        None => discard_loop(&shared),
+                    }
+                    shared.lock().stopped = true;
+                    shared.done.notify_all();
+                }
+            })?;
+        Ok(Self {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Waits until `reached` holds or `timeout` passes; whether it holds.
+    fn wait_for(&self, timeout: Duration, reached: impl Fn(&State) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.shared.lock();
+        while !reached(&state) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            state = self
+                .shared
+                .done
+                .wait_timeout(state, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        true
+    }
+}
+
+impl SpanProcessor for QueueProcessor {
+    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        let mut state = self.shared.lock();
+        if state.stopping || state.spans.len() >= self.shared.limits.queue_size {
+            drop(state);
+            drop_spans(1);
+            return;
+        }
+        state.spans.push_back(span);
+        if state.spans.len() >= self.shared.limits.batch_size {
+            self.shared.work.notify_one();
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        let asked = {
+            let mut state = self.shared.lock();
+            state.flush_asked += 1;
+            state.flush_asked
+        };
+        self.shared.work.notify_one();
+        // The export thread bounds each request by the exporter's timeout;
+        // a flush waits for at most a few of them.
+        if self.wait_for(Duration::from_secs(30), |state| {
+            state.flush_done >= asked || state.stopped
+        }) {
+            Ok(())
+        } else {
+            Err(OTelSdkError::Timeout(Duration::from_secs(30)))
+        }
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.shared.lock().stopping = true;
+        self.shared.work.notify_one();
+        if !self.wait_for(timeout, |state| state.stopped) {
+            return Err(OTelSdkError::Timeout(timeout));
+        }
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+        Ok(())
+    }
+}
+
+/// Sends batches until the shutdown, then what is left.
+fn export_loop<E: SpanExporter>(shared: &Shared, exporter: &mut E) {
+    let limits = shared.limits;
+    let mut failing = Failing::default();
+    let mut next_send = Instant::now() + limits.interval;
+    loop {
+        let mut state = shared.lock();
+        loop {
+            let due = Instant::now() >= next_send && !state.spans.is_empty();
+            if state.stopping
+                || state.flush_asked > state.flush_done
+                || state.spans.len() >= limits.batch_size
+                || due
+            {
+                break;
+            }
+            let wait = next_send.saturating_duration_since(Instant::now());
+            let wait = if wait.is_zero() {
+                limits.interval
+            } else {
+                wait
+            };
+            state = shared
+                .work
+                .wait_timeout(state, wait)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+            if Instant::now() >= next_send && state.spans.is_empty() {
+                next_send = Instant::now() + limits.interval;
+            }
+        }
+        // A flush or the shutdown sends everything queued; otherwise a batch.
+        let everything = state.stopping || state.flush_asked > state.flush_done;
+        let flush = state.flush_asked;
+        let stopping = state.stopping;
+        let mut batches = Vec::new();
+        while !state.spans.is_empty() {
+            let take = state.spans.len().min(limits.batch_size);
+            batches.push(state.spans.drain(..take).collect::<Vec<_>>());
+            if !everything {
+                break;
+            }
+        }
+        drop(state);
+        for batch in batches {
+            let count = batch.len();
+            match futures_executor::block_on(exporter.export(batch)) {
+                Ok(()) => failing.recovered(),
+                Err(error) => {
+                    drop_spans(count);
+                    failing.failed(count, &error);
+                }
+            }
+        }
+        next_send = Instant::now() + limits.interval;
+        if everything {
+            let mut state = shared.lock();
+            state.flush_done = state.flush_done.max(flush);
+            drop(state);
+            shared.done.notify_all();
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+/// Without an exporter (it could not be built): every span is dropped.
+fn discard_loop(shared: &Shared) {
+    let mut state = shared.lock();
+    loop {
+        let discarded = state.spans.len();
+        state.spans.clear();
+        state.flush_done = state.flush_asked;
+        if discarded > 0 {
+            drop_spans(discarded);
+        }
+        shared.done.notify_all();
+        if state.stopping {
+            return;
+        }
+        state = shared
+            .work
+            .wait(state)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    }
+}
+
+/// The collector's trouble, reported when it starts and then at most once
+/// per [`WARN_EVERY`], so a collector that is down does not flood the log.
+#[derive(Default)]
+struct Failing {
+    since: Option<Instant>,
+    last_warned: Option<Instant>,
+    dropped: usize,
+}
+
+impl Failing {
+    fn failed(&mut self, count: usize, error: &OTelSdkError) {
+        let now = Instant::now();
+        self.since.get_or_insert(now);
+        self.dropped += count;
+        if self
+            .last_warned
+            .is_none_or(|warned| now.duration_since(warned) >= WARN_EVERY)
+        {
+            tracing::warn!(
+                %error,
+                dropped = self.dropped,
+                "cannot export traces (tracing.endpoint); spans are dropped, processing goes on"
+            );
+            self.last_warned = Some(now);
+            self.dropped = 0;
+        }
+    }
+
+    fn recovered(&mut self) {
+        if let Some(since) = self.since.take() {
+            tracing::info!(
+                failing_for_s = since.elapsed().as_secs(),
+                "traces are exported again"
+            );
+            self.last_warned = None;
+            self.dropped = 0;
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! Traces against a real Redis and a collector that speaks OTLP: the
+//! worker's span per delivery continues the producer's trace, carries the
+//! messaging attributes and the outcome, holds the business logic's own
+//! spans, and a replayed dead letter joins the trace of its failure.
+//!
+//! One test per binary installs the global subscriber, so the scenarios
+//! share one test.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::otlp::{Collector, Received};
+use common::{DEADLINE, connect, create_group, dead_letters, settings, spawn, until};
+use redis::AsyncCommands;
+use tracing::Instrument;
+
+use redis_streams_runtime::admin::Admin;
+use redis_streams_runtime::otel::Tracing;
+use redis_streams_runtime::settings::{LogFormat, ParentMode, Settings};
+use redis_streams_runtime::{Entry, Handler, ProcessError, Worker, telemetry};
+
+/// Business logic that opens a span of its own around a "downstream call"
+/// and behaves as the entry's `kind` field says: `ok`, `retry-once`,
+/// `hang-once` (longer than the process timeout, once), `fail` (permanent,
+/// unless replayed).
+#[derive(Clone, Default)]
+struct Traced {
+    calls: Arc<Mutex<HashMap<String, usize>>>,
+    succeeded: Arc<Mutex<Vec<String>>>,
+    /// Without spans of its own: for the tests other than the one that
+    /// installs the global subscriber, whose collector would receive them.
+    plain: bool,
+}
+
+impl Traced {
+    fn plain() -> Self {
+        Self {
+            plain: true,
+            ..Self::default()
+        }
+    }
+
+    fn succeeded(&self, kind: &str) -> usize {
+        let succeeded = self.succeeded.lock().unwrap();
+        succeeded.iter().filter(|done| *done == kind).count()
+    }
+}
+
+impl Handler for Traced {
+    async fn handle(&self, entry: &Entry) -> Result<(), ProcessError> {
+        let kind = entry.text("kind").unwrap().unwrap().to_owned();
+        let call = {
+            let mut calls = self.calls.lock().unwrap();
+            let count = calls.entry(entry.original_id().to_owned()).or_default();
+            *count += 1;
+            *count
+        };
+        if !self.plain {
+            async { tokio::time::sleep(Duration::from_millis(2)).await }
+                .instrument(tracing::info_span!("downstream call", kind = %kind))
+                .await;
+        }
+        let replayed = entry.get("replay.original_id").is_some();
+        match kind.as_str() {
+            "retry-once" if call == 1 => return Err(ProcessError::retry("busy downstream")),
+            "hang-once" if call == 1 => tokio::time::sleep(Duration::from_secs(30)).await,
+            "fail" if !replayed => return Err(ProcessError::permanent("cannot be processed")),
+            _ => {}
+        }
+        self.succeeded.lock().unwrap().push(kind);
+        Ok(())
+    }
+}
+
+/// A producer's context: a random trace and span, sampled.
+fn producer_context() -> (String, String, String) {
+    let trace = format!("{:016x}{:016x}", fastrand::u64(1..), fastrand::u64(..));
+    let span = format!("{:016x}", fastrand::u64(1..));
+    (format!("00-{trace}-{span}-01"), trace, span)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+async fn add(
+    redis: &mut redis::aio::MultiplexedConnection,
+    settings: &Settings,
+    id: &str,
+    fields: &[(&str, &str)],
+) -> String {
+    redis
+        .xadd(&settings.redis.stream, id, fields)
+        .await
+        .expect("XADD")
+}
+
+/// The delivery spans of entry `id`, in delivery order.
+fn deliveries_of<'a>(spans: &'a [Received], settings: &Settings, id: &str) -> Vec<&'a Received> {
+    let name = format!("process {}", settings.redis.stream);
+    let mut found: Vec<&Received> = spans
+        .iter()
+        .filter(|span| {
+            span.name == name
+                && span
+                    .attributes
+                    .get("messaging.message.id")
+                    .map(String::as_str)
+                    == Some(id)
+        })
+        .collect();
+    found.sort_by_key(|span| {
+        span.attribute("messaging.redis.message.delivery_count")
+            .parse::<u64>()
+            .unwrap()
+    });
+    found
+}
+
+/// The business logic's span inside `parent`.
+fn nested_in<'a>(spans: &'a [Received], parent: &Received) -> &'a Received {
+    let nested: Vec<&Received> = spans
+        .iter()
+        .filter(|span| span.name == "downstream call" && span.parent_span_id == parent.span_id)
+        .collect();
+    assert_eq!(nested.len(), 1, "one nested span in {parent:?}: {nested:?}");
+    assert_eq!(nested[0].trace_id, parent.trace_id);
+    nested[0]
+}
+
+fn settings_for(test: &str, collector: &Collector) -> common::TestSettings {
+    let mut settings = settings(test);
+    settings.tracing.endpoint = Some(collector.endpoint());
+    settings.tracing.service_name = Some("orders-worker".to_owned());
+    // Nothing is sent before the shutdown: the flush at the end must send
+    // it all.
+    settings.tracing.export_interval = Duration::from_secs(600);
+    settings.tracing.batch_size = settings.tracing.queue_size;
+    settings.worker.process_timeout = Duration::from_millis(1_000);
+    settings
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_runs_from_the_producer_through_the_worker_into_the_business_logic() {
+    let collector = Collector::start();
+    let settings = settings_for("tracing", &collector);
+    let tracing = Tracing::start(&settings.tracing, "unused", "1.2.3")
+        .unwrap()
+        .expect("an endpoint turns tracing on");
+    telemetry::init(
+        "warn",
+        LogFormat::Pretty,
+        settings.redis.redactor(),
+        Some(tracing.tracer()),
+    )
+    .unwrap();
+    let mut redis = connect(&settings).await;
+    create_group(&mut redis, &settings).await;
+
+    let (parent_a, trace_a, span_a) = producer_context();
+    let (parent_c, trace_c, span_c) = producer_context();
+    let (parent_h, trace_h, span_h) = producer_context();
+    // Produced 5 s ago: it waited that long in the stream.
+    let produced = now_ms() - 5_000;
+    let id_a = add(
+        &mut redis,
+        &settings,
+        &format!("{produced}-0"),
+        &[
+            ("kind", "ok"),
+            ("data", "{\"n\":1}"),
+            ("traceparent", &parent_a),
+            ("tracestate", "vendor=1"),
+        ],
+    )
+    .await;
+    let id_b = add(&mut redis, &settings, "*", &[("kind", "ok")]).await;
+    let id_c = add(
+        &mut redis,
+        &settings,
+        "*",
+        &[("kind", "retry-once"), ("traceparent", &parent_c)],
+    )
+    .await;
+    let id_d = add(&mut redis, &settings, "*", &[("kind", "fail")]).await;
+    let id_h = add(
+        &mut redis,
+        &settings,
+        "*",
+        &[("kind", "hang-once"), ("traceparent", &parent_h)],
+    )
+    .await;
+
+    let handler = Traced::default();
+    let worker = Worker::new(&settings, handler.clone())
+        .unwrap()
+        .with_tracing(&tracing);
+    let running = spawn(worker);
+    until("ok, retried and timed-out entries processed", || {
+        handler.succeeded("ok") == 2
+            && handler.succeeded("retry-once") == 1
+            && handler.succeeded("hang-once") == 1
+    })
+    .await;
+    let give_up = tokio::time::Instant::now() + DEADLINE;
+    while dead_letters(&mut redis, &settings).await.is_empty() {
+        assert!(tokio::time::Instant::now() < give_up, "no dead letter");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let letters = dead_letters(&mut redis, &settings).await;
+    let mut admin = Admin::connect(&settings).await.unwrap();
+    admin
+        .replay_dead_letters(&[letters[0].id.clone()], false)
+        .await
+        .unwrap();
+    until("the replayed entry processed", || {
+        handler.succeeded("fail") == 1
+    })
+    .await;
+    running.stop().await;
+    assert!(
+        collector.spans().is_empty(),
+        "nothing is sent before the shutdown's flush (export interval 600 s)"
+    );
+    tokio::task::spawn_blocking({
+        let tracing = tracing.clone();
+        move || tracing.shutdown(Duration::from_secs(5))
+    })
+    .await
+    .unwrap();
+    let spans = collector.spans();
+
+    // A child of the producer's span, attributed after the conventions.
+    let a = deliveries_of(&spans, &settings, &id_a);
+    assert_eq!(a.len(), 1, "{spans:#?}");
+    let a = a[0];
+    assert_eq!(
+        (a.trace_id.as_str(), a.parent_span_id.as_str()),
+        (trace_a.as_str(), span_a.as_str())
+    );
+    assert_eq!(a.kind, 5, "consumer");
+    assert_eq!(a.service, "orders-worker");
+    let expected = [
+        ("messaging.system", "redis"),
+        ("messaging.operation.type", "process"),
+        ("messaging.destination.name", settings.redis.stream.as_str()),
+        (
+            "messaging.consumer.group.name",
+            settings.redis.consumer_group.as_str(),
+        ),
+        (
+            "messaging.client.id",
+            settings.redis.consumer_name.as_deref().unwrap(),
+        ),
+        ("messaging.message.id", id_a.as_str()),
+        ("messaging.redis.message.delivery_count", "1"),
+    ];
+    for (key, value) in expected {
+        assert_eq!(a.attribute(key), value, "{key}");
+    }
+    let body = "ok".len() + "{\"n\":1}".len() + parent_a.len() + "vendor=1".len();
+    assert_eq!(a.attribute("messaging.message.body.size"), body.to_string());
+    let waited: u64 = a
+        .attribute("messaging.redis.message.wait_time_ms")
+        .parse()
+        .unwrap();
+    assert!((5_000..60_000).contains(&waited), "waited {waited} ms");
+    assert_eq!(
+        (a.status, a.events.as_slice()),
+        (1, ["acknowledged".to_owned()].as_slice())
+    );
+    nested_in(&spans, a);
+
+    // Without a context: a trace of its own, the logic's span in it.
+    let b = deliveries_of(&spans, &settings, &id_b);
+    assert_eq!(b.len(), 1);
+    assert!(b[0].parent_span_id.is_empty(), "{:?}", b[0]);
+    assert_ne!(b[0].trace_id, trace_a);
+    nested_in(&spans, b[0]);
+
+    // Retried: two deliveries, both in the producer's trace; the first
+    // failed with the retry as its event.
+    let c = deliveries_of(&spans, &settings, &id_c);
+    assert_eq!(c.len(), 2, "{c:#?}");
+    for delivery in &c {
+        assert_eq!(
+            (delivery.trace_id.as_str(), delivery.parent_span_id.as_str()),
+            (trace_c.as_str(), span_c.as_str())
+        );
+        nested_in(&spans, delivery);
+    }
+    assert_eq!(
+        (c[0].status, c[0].status_message.as_str()),
+        (2, "busy downstream")
+    );
+    assert_eq!(c[0].events, ["retry scheduled"]);
+    assert_eq!(
+        (
+            c[1].status,
+            c[1].attribute("messaging.redis.message.delivery_count")
+        ),
+        (1, "2")
+    );
+
+    // Timed out, then retried.
+    let h = deliveries_of(&spans, &settings, &id_h);
+    assert_eq!(h.len(), 2, "{h:#?}");
+    assert_eq!(h[0].events, ["timed out", "retry scheduled"]);
+    assert_eq!(
+        (h[0].trace_id.as_str(), h[0].parent_span_id.as_str()),
+        (trace_h.as_str(), span_h.as_str())
+    );
+    assert_eq!(h[1].status, 1);
+
+    // Dead-lettered; its replay continues the failed delivery's trace.
+    let d = deliveries_of(&spans, &settings, &id_d);
+    assert_eq!(d.len(), 1, "{d:#?}");
+    let d = d[0];
+    assert_eq!(
+        (d.status, d.events.as_slice()),
+        (2, ["dead-lettered".to_owned()].as_slice())
+    );
+    let replayed: Vec<&Received> = spans
+        .iter()
+        .filter(|span| span.kind == 5 && span.parent_span_id == d.span_id)
+        .collect();
+    assert_eq!(
+        replayed.len(),
+        1,
+        "the replay's span is a child of the failed delivery's: {spans:#?}"
+    );
+    assert_eq!(replayed[0].trace_id, d.trace_id);
+    assert_ne!(
+        replayed[0].attribute("messaging.message.id"),
+        id_d,
+        "the replay is a new entry"
+    );
+    assert_eq!(replayed[0].status, 1);
+    nested_in(&spans, replayed[0]);
+
+    // Nothing else: a span per delivery and one per logic call.
+    let deliveries = spans.iter().filter(|span| span.kind == 5).count();
+    assert_eq!(deliveries, 8, "{spans:#?}");
+    assert_eq!(spans.len(), 16, "{spans:#?}");
+}
+
+/// `link` starts a trace of its own, linked to the producer's; `none`
+/// ignores the producer's context.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_and_none_keep_the_producer_s_trace_apart() {
+    for mode in [ParentMode::Link, ParentMode::None] {
+        let collector = Collector::start();
+        let mut settings = settings_for("tracing-link", &collector);
+        settings.tracing.parent = mode;
+        let tracing = Tracing::start(&settings.tracing, "unused", "1.2.3")
+            .unwrap()
+            .unwrap();
+        let mut redis = connect(&settings).await;
+        create_group(&mut redis, &settings).await;
+        let (parent, trace, span) = producer_context();
+        let id = add(
+            &mut redis,
+            &settings,
+            "*",
+            &[("kind", "ok"), ("traceparent", &parent)],
+        )
+        .await;
+        let handler = Traced::plain();
+        let running = spawn(
+            Worker::new(&settings, handler.clone())
+                .unwrap()
+                .with_tracing(&tracing),
+        );
+        until("processed", || handler.succeeded("ok") == 1).await;
+        running.stop().await;
+        tokio::task::spawn_blocking(move || tracing.shutdown(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        let spans = collector.spans();
+        let delivery = deliveries_of(&spans, &settings, &id);
+        assert_eq!(delivery.len(), 1, "{mode:?}: {spans:#?}");
+        assert!(delivery[0].parent_span_id.is_empty(), "{mode:?}");
+        assert_ne!(delivery[0].trace_id, trace, "{mode:?}");
+        let links = match mode {
+            ParentMode::Link => vec![(trace.clone(), span.clone())],
+            _ => Vec::new(),
+        };
+        assert_eq!(delivery[0].links, links, "{mode:?}");
+    }
+}
