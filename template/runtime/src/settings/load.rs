@@ -417,9 +417,10 @@ fn env_layer(
 }
 
 /// A standard OpenTelemetry variable's value as its key reads it: the
-/// sampler's name in lower case, as the specification allows any case.
+/// sampler's and exporter's names in lower case, as the specification
+/// allows any case.
 fn otel_value(key: &str, value: String) -> Value {
-    if key == "tracing.sampler" {
+    if key == "tracing.sampler" || key == "tracing.exporter" {
         Value::from(value.to_ascii_lowercase())
     } else {
         Value::from(value)
@@ -619,6 +620,81 @@ mod tests {
         assert_eq!(
             loaded.source_of("worker.delete_idle_consumers_ms"),
             "environment variable WORKER_DELETE_IDLE_CONSUMERS_MS"
+        );
+    }
+
+    #[test]
+    fn the_standard_opentelemetry_variables_set_the_tracing_keys() {
+        let loaded = load(
+            None,
+            env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+                ("OTEL_SERVICE_NAME", "orders"),
+                ("OTEL_TRACES_SAMPLER", "ParentBased_TraceIdRatio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+                ("OTEL_BSP_MAX_QUEUE_SIZE", "100"),
+                ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "10"),
+                ("OTEL_BSP_SCHEDULE_DELAY", "250"),
+                ("OTEL_EXPORTER_OTLP_TIMEOUT", "3000"),
+                ("TRACING_PARENT", "link"),
+            ]),
+            Vec::new(),
+        )
+        .unwrap();
+        let tracing = &loaded.settings.tracing;
+        assert!(tracing.enabled());
+        assert_eq!(
+            tracing.traces_url().as_deref(),
+            Some("http://collector:4318/v1/traces")
+        );
+        assert_eq!(tracing.service_name.as_deref(), Some("orders"));
+        assert_eq!(tracing.sampler, "parentbased_traceidratio");
+        assert_eq!(tracing.sampler_arg, Some(0.25));
+        assert_eq!((tracing.queue_size, tracing.batch_size), (100, 10));
+        assert_eq!(tracing.export_interval, Duration::from_millis(250));
+        assert_eq!(tracing.export_timeout, Duration::from_secs(3));
+        assert_eq!(tracing.parent, super::super::ParentMode::Link);
+        assert_eq!(
+            loaded.source_of("tracing.endpoint"),
+            "environment variable OTEL_EXPORTER_OTLP_ENDPOINT"
+        );
+
+        // A key's own variable wins; `none` switches traces off.
+        let loaded = load(
+            None,
+            env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+                ("TRACING_ENDPOINT", "http://other:4318"),
+                ("OTEL_TRACES_EXPORTER", "none"),
+            ]),
+            Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            loaded.settings.tracing.endpoint.as_deref(),
+            Some("http://other:4318")
+        );
+        assert_eq!(
+            loaded.source_of("tracing.endpoint"),
+            "environment variable TRACING_ENDPOINT"
+        );
+        assert!(!loaded.settings.tracing.enabled());
+    }
+
+    #[test]
+    fn a_bad_tracing_value_names_its_variable() {
+        let error = load(
+            None,
+            env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]),
+            Vec::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains(
+                "`tracing.protocol` from environment variable OTEL_EXPORTER_OTLP_PROTOCOL"
+            ) && error.contains("4318"),
+            "{error}"
         );
     }
 

@@ -12,6 +12,7 @@ use crate::section::{Refusal, millis};
 /// The standard OpenTelemetry environment variables and the key each sets.
 /// A key's own variable (`TRACING_ENDPOINT`) wins over its standard one.
 pub const OTEL_VARIABLES: &[(&str, &str)] = &[
+    ("OTEL_TRACES_EXPORTER", "tracing.exporter"),
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "tracing.endpoint"),
     ("OTEL_EXPORTER_OTLP_PROTOCOL", "tracing.protocol"),
     ("OTEL_EXPORTER_OTLP_TIMEOUT", "tracing.export_timeout_ms"),
@@ -28,6 +29,8 @@ pub const OTEL_VARIABLES: &[(&str, &str)] = &[
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TraceSettings {
+    /// `otlp`, or `none` to switch traces off while an endpoint is set.
+    pub exporter: String,
     /// The collector's OTLP/HTTP address (`http://otel-collector:4318`);
     /// spans go to `<endpoint>/v1/traces`. Unset: no traces, at no cost.
     pub endpoint: Option<String>,
@@ -84,6 +87,7 @@ pub const SAMPLERS: &[&str] = &[
 impl Default for TraceSettings {
     fn default() -> Self {
         Self {
+            exporter: "otlp".to_owned(),
             endpoint: None,
             protocol: "http/protobuf".to_owned(),
             service_name: None,
@@ -101,18 +105,22 @@ impl Default for TraceSettings {
 impl TraceSettings {
     /// Whether traces are exported.
     pub fn enabled(&self) -> bool {
-        self.endpoint.is_some()
+        self.endpoint.is_some() && self.exporter == "otlp"
     }
 
     /// Where spans are sent: the endpoint with `/v1/traces`.
     pub fn traces_url(&self) -> Option<String> {
         self.endpoint
             .as_deref()
+            .filter(|_| self.enabled())
             .map(|endpoint| format!("{}/v1/traces", endpoint.trim_end_matches('/')))
     }
 
     /// The section's rules; keys are within the section.
     pub fn validate(&self) -> Result<(), Refusal> {
+        if !["otlp", "none"].contains(&self.exporter.as_str()) {
+            return Err(Refusal::new("exporter", "must be otlp or none"));
+        }
         if let Some(endpoint) = &self.endpoint
             && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
         {
@@ -182,6 +190,17 @@ mod tests {
             settings.traces_url().as_deref(),
             Some("http://collector:4318/v1/traces")
         );
+    }
+
+    #[test]
+    fn the_exporter_none_switches_traces_off_despite_an_endpoint() {
+        let settings = TraceSettings {
+            endpoint: Some("http://collector:4318".to_owned()),
+            exporter: "none".to_owned(),
+            ..TraceSettings::default()
+        };
+        assert!(!settings.enabled());
+        assert_eq!(settings.traces_url(), None);
     }
 
     #[test]
