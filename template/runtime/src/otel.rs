@@ -26,12 +26,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{
-    Link, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
+    Link, SamplingDecision, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags,
+    TraceId, TraceState, Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, ShouldSample};
 
 pub use export::spans_dropped;
 
@@ -58,6 +59,7 @@ pub enum TracingError {
 pub struct Tracing {
     provider: SdkTracerProvider,
     tracer: SdkTracer,
+    sampler: Sampler,
     parent: ParentMode,
 }
 
@@ -104,15 +106,17 @@ impl Tracing {
                 .inspect_err(|error| tracing::warn!(%error, "cannot build the trace exporter; spans are dropped"))
                 .ok()
         })?;
+        let sampler = sampler(settings);
         let provider = SdkTracerProvider::builder()
             .with_resource(resource)
-            .with_sampler(sampler(settings))
+            .with_sampler(sampler.clone())
             .with_span_processor(processor)
             .build();
         let tracer = provider.tracer("redis-streams-runtime");
         Ok(Some(Self {
             provider,
             tracer,
+            sampler,
             parent: settings.parent,
         }))
     }
@@ -129,6 +133,7 @@ impl Tracing {
         let name: &'static str = Box::leak(format!("process {}", names.stream).into_boxed_str());
         ConsumerSpans {
             tracer: self.tracer.clone(),
+            sampler: self.sampler.clone(),
             parent: self.parent,
             name,
             attributes: vec![
@@ -187,6 +192,8 @@ fn sampler(settings: &TraceSettings) -> Sampler {
 #[derive(Debug, Clone)]
 pub struct ConsumerSpans {
     tracer: SdkTracer,
+    /// The tracer's sampler, asked before any span is built.
+    sampler: Sampler,
     parent: ParentMode,
     name: &'static str,
     /// The attributes every span of this consumer carries.
@@ -196,30 +203,68 @@ pub struct ConsumerSpans {
 impl ConsumerSpans {
     /// The span of `entry`'s delivery number `deliveries`, started now, as
     /// the context to run the business logic in.
+    ///
+    /// The sampler decides first. A delivery it drops (most, at a low
+    /// ratio) gets no span at all, only a context that says "not sampled"
+    /// (the producer's, or a new trace's), so that the logic's own spans
+    /// are dropped with it and what it calls downstream is told the same:
+    /// an allocation, not a span.
     pub fn start(&self, entry: &Entry, deliveries: u64) -> Context {
         let producer = match self.parent {
             ParentMode::None => None,
+            // Most entries carry no context: no parsing for them.
+            _ if entry.get(TRACEPARENT).is_none() => None,
             _ => Some(extract(entry)).filter(|cx| cx.span().span_context().is_valid()),
         };
-        let mut builder = self
+        let parent = match (&producer, self.parent) {
+            (Some(producer), ParentMode::Child) => Some(producer),
+            _ => None,
+        };
+        let links = match (&producer, self.parent) {
+            (Some(producer), ParentMode::Link) => {
+                vec![Link::with_context(producer.span().span_context().clone())]
+            }
+            _ => Vec::new(),
+        };
+        let trace_id = match parent {
+            Some(parent) => parent.span().span_context().trace_id(),
+            None => TraceId::from_bytes(fastrand::u128(1..).to_be_bytes()),
+        };
+        let decision = self
+            .sampler
+            .should_sample(
+                parent,
+                trace_id,
+                self.name,
+                &SpanKind::Consumer,
+                &[],
+                &links,
+            )
+            .decision;
+        if decision != SamplingDecision::RecordAndSample {
+            return match parent {
+                Some(parent) => parent.clone(),
+                None => Context::new().with_remote_span_context(SpanContext::new(
+                    trace_id,
+                    SpanId::from_bytes(fastrand::u64(1..).to_be_bytes()),
+                    TraceFlags::default(),
+                    false,
+                    TraceState::default(),
+                )),
+            };
+        }
+        let parent = parent.cloned().unwrap_or_default();
+        // The trace ID the sampler saw, so the SDK's sampler (asked again)
+        // decides the same.
+        let span = self
             .tracer
             .span_builder(Cow::Borrowed(self.name))
-            .with_kind(SpanKind::Consumer);
-        let parent = match (&producer, self.parent) {
-            (Some(producer), ParentMode::Child) => producer.clone(),
-            (Some(producer), _) => {
-                builder = builder.with_links(vec![Link::with_context(
-                    producer.span().span_context().clone(),
-                )]);
-                Context::new()
-            }
-            (None, _) => Context::new(),
-        };
-        let span = builder.start_with_context(&self.tracer, &parent);
+            .with_kind(SpanKind::Consumer)
+            .with_trace_id(trace_id)
+            .with_links(links)
+            .start_with_context(&self.tracer, &parent);
         let cx = parent.with_span(span);
         let span = cx.span();
-        // Attributes only for a span that is recorded: at a low sampling
-        // ratio most are not, and cost nothing more.
         if span.is_recording() {
             let body: usize = entry.fields.iter().map(|(_, value)| value.len()).sum();
             let mut attributes = self.attributes.clone();
@@ -264,9 +309,13 @@ pub enum SpanOutcome<'a> {
     TakenOver,
 }
 
-/// Records `outcome` on the delivery span in `cx` and ends it.
+/// Records `outcome` on the delivery span in `cx` and ends it; nothing
+/// for a delivery that was not sampled.
 pub fn end(cx: &Context, outcome: SpanOutcome<'_>) {
     let span = cx.span();
+    if !span.is_recording() {
+        return;
+    }
     match outcome {
         SpanOutcome::Acknowledged => {
             span.add_event("acknowledged", Vec::new());

@@ -197,13 +197,25 @@ async fn one_trace_runs_from_the_producer_through_the_worker_into_the_business_l
     )
     .await;
 
+    // The producer did not sample its trace: neither the worker's span nor
+    // the logic's is recorded (the default sampler follows the parent).
+    let (unsampled, trace_u, _) = producer_context();
+    let unsampled = format!("{}-00", unsampled.strip_suffix("-01").unwrap());
+    add(
+        &mut redis,
+        &settings,
+        "*",
+        &[("kind", "ok"), ("traceparent", &unsampled)],
+    )
+    .await;
+
     let handler = Traced::default();
     let worker = Worker::new(&settings, handler.clone())
         .unwrap()
         .with_tracing(&tracing);
     let running = spawn(worker);
     until("ok, retried and timed-out entries processed", || {
-        handler.succeeded("ok") == 2
+        handler.succeeded("ok") == 3
             && handler.succeeded("retry-once") == 1
             && handler.succeeded("hang-once") == 1
     })
@@ -343,6 +355,11 @@ async fn one_trace_runs_from_the_producer_through_the_worker_into_the_business_l
     );
     assert_eq!(replayed[0].status, 1);
     nested_in(&spans, replayed[0]);
+
+    assert!(
+        spans.iter().all(|span| span.trace_id != trace_u),
+        "nothing of the unsampled trace is recorded: {spans:#?}"
+    );
 
     // Nothing else: a span per delivery and one per logic call.
     let deliveries = spans.iter().filter(|span| span.kind == 5).count();
