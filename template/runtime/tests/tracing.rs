@@ -9,11 +9,12 @@
 mod common;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::otlp::{Collector, Received};
-use common::{DEADLINE, connect, create_group, dead_letters, settings, spawn, until};
+use common::{DEADLINE, Recorder, connect, create_group, dead_letters, settings, spawn, until};
 use redis::AsyncCommands;
 use tracing::Instrument;
 
@@ -410,4 +411,58 @@ async fn link_and_none_keep_the_producer_s_trace_apart() {
         };
         assert_eq!(delivery[0].links, links, "{mode:?}");
     }
+}
+
+/// A call that fails after another consumer took its entry over: the span
+/// says so, and the failure is left to the new holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_taken_over_while_it_ran_ends_as_taken_over() {
+    let collector = Collector::start();
+    let mut settings = settings_for("tracing-taken", &collector);
+    // A heartbeat every 50 ms notices the takeover while the call runs.
+    settings.worker.claim_idle = Duration::from_millis(200);
+    settings.worker.process_timeout = Duration::from_secs(10);
+    let tracing = Tracing::start(&settings.tracing, "unused", "1.2.3")
+        .unwrap()
+        .unwrap();
+    let mut redis = connect(&settings).await;
+    create_group(&mut redis, &settings).await;
+    let id = add(&mut redis, &settings, "*", &[("kind", "ok")]).await;
+    // The call goes on only once the entry is another consumer's.
+    let taken = Arc::new(AtomicBool::new(false));
+    let recorder = Recorder::new(|_, _| Err(ProcessError::retry("failed after the takeover")))
+        .gated(taken.clone())
+        .slow(Duration::from_millis(500));
+    let running = spawn(
+        Worker::new(&settings, recorder.clone())
+            .unwrap()
+            .with_tracing(&tracing),
+    );
+    until("the call to start", || recorder.seen().len() == 1).await;
+    let _: redis::Value = redis::cmd("XCLAIM")
+        .arg(&settings.redis.stream)
+        .arg(&settings.redis.consumer_group)
+        .arg("other")
+        .arg(0)
+        .arg(&id)
+        .arg("JUSTID")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    taken.store(true, Ordering::SeqCst);
+    until("the call to end", || recorder.finished().len() == 1).await;
+    running.stop().await;
+    tokio::task::spawn_blocking(move || tracing.shutdown(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let spans = collector.spans();
+    let delivery = deliveries_of(&spans, &settings, &id);
+    assert!(!delivery.is_empty(), "{spans:#?}");
+    assert_eq!(
+        (delivery[0].status, delivery[0].events.as_slice()),
+        (2, ["taken over".to_owned()].as_slice()),
+        "{:#?}",
+        delivery[0]
+    );
+    assert!(dead_letters(&mut redis, &settings).await.is_empty());
 }
