@@ -2,7 +2,10 @@
 //! with everything needed to understand and replay it.
 //!
 //! A dead letter is an entry of the dead-letter stream whose fields are the
-//! `dlq.*` metadata below followed by the original fields, unchanged.
+//! `dlq.*` metadata below followed by the original fields, unchanged; with
+//! tracing on, an entry without a `traceparent` field gets the failed
+//! delivery's after them (see [`crate::otel`]), so that a replay joins
+//! that trace.
 
 use crate::entry::Entry;
 use crate::replay;

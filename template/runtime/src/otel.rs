@@ -48,9 +48,11 @@ pub const TRACESTATE: &str = "tracestate";
 /// Why tracing could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum TracingError {
-    /// The export thread could not be started.
-    #[error("cannot start the trace export thread: {0}")]
-    Thread(#[from] std::io::Error),
+    /// The exporter could not be built or started: a setting or an
+    /// `OTEL_EXPORTER_OTLP_*` variable it reads itself (headers,
+    /// compression) is wrong.
+    #[error("cannot export traces (tracing.endpoint; OTEL_EXPORTER_OTLP_* variables): {0}")]
+    Exporter(String),
 }
 
 /// The tracer of a process that exports traces; [`Tracing::shutdown`]
@@ -95,17 +97,16 @@ impl Tracing {
             let client = reqwest::blocking::Client::builder()
                 .timeout(timeout)
                 .build()
-                .inspect_err(|error| tracing::warn!(%error, "cannot build the trace exporter's HTTP client; spans are dropped"))
-                .ok()?;
+                .map_err(|error| format!("its HTTP client: {error}"))?;
             opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
                 .with_http_client(client)
                 .with_endpoint(url)
                 .with_timeout(timeout)
                 .build()
-                .inspect_err(|error| tracing::warn!(%error, "cannot build the trace exporter; spans are dropped"))
-                .ok()
-        })?;
+                .map_err(|error| error.to_string())
+        })
+        .map_err(TracingError::Exporter)?;
         let sampler = sampler(settings);
         let provider = SdkTracerProvider::builder()
             .with_resource(resource)
@@ -347,6 +348,11 @@ pub fn end(cx: &Context, outcome: SpanOutcome<'_>) {
         }
     }
     span.end();
+}
+
+/// Whether the delivery span in `cx` is recorded (sampled).
+pub fn is_sampled(cx: &Context) -> bool {
+    cx.span().span_context().is_sampled()
 }
 
 /// Notes on the span in `cx` that the call ran out of time.

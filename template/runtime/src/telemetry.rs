@@ -55,7 +55,15 @@ pub fn init(
     // The runtime's own spans (`message`, ...) are not exported: each
     // delivery has its span from `otel`, and the logic's spans nest in it.
     // Nor are those of the exporter's HTTP client, which would feed back.
-    let spans = tracer.map(|tracer| {
+    let Some(tracer) = tracer else {
+        // No `Option` layer: a `None` one would make the callsites that a
+        // target directive turns off ask the filter on every call.
+        return tracing_subscriber::registry()
+            .with(lines.with_filter(filter))
+            .try_init()
+            .map_err(|_| TelemetryError::AlreadySet);
+    };
+    let spans = {
         tracing_opentelemetry::layer()
             .with_tracer(tracer.clone())
             .with_filter(
@@ -70,7 +78,7 @@ pub fn init(
                     .with_target("hyper_util", LevelFilter::OFF)
                     .with_target("h2", LevelFilter::OFF),
             )
-    });
+    };
     tracing_subscriber::registry()
         .with(lines.with_filter(filter))
         .with(spans)

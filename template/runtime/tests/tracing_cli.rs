@@ -150,3 +150,22 @@ async fn send_and_the_worker_continue_the_caller_s_trace_and_flush_at_exit() {
     );
     assert_eq!(process.attribute("messaging.message.id"), entries.ids[0].id);
 }
+
+/// An exporter that cannot be built (here: a compression it does not
+/// know, read from the standard variable) stops the start with the reason,
+/// rather than dropping every span unseen.
+#[test]
+fn an_exporter_that_cannot_be_built_stops_the_start_with_the_reason() {
+    let collector = Collector::start();
+    let settings = settings("tracing-bad-exporter");
+    let output = command(&settings, &collector, "orders-worker")
+        .env("OTEL_EXPORTER_OTLP_COMPRESSION", "brotli")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot export traces") && stderr.contains("brotli"),
+        "{stderr}"
+    );
+}

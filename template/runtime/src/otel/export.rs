@@ -83,11 +83,12 @@ impl Shared {
 
 impl QueueProcessor {
     /// Starts the export thread. `exporter` is built on that thread, so a
-    /// blocking HTTP client never runs inside the async runtime.
-    pub fn start<E, F>(limits: Limits, resource: Resource, exporter: F) -> std::io::Result<Self>
+    /// blocking HTTP client never runs inside the async runtime; an
+    /// exporter that cannot be built is an error here, not a silent loss.
+    pub fn start<E, F>(limits: Limits, resource: Resource, exporter: F) -> Result<Self, String>
     where
         E: SpanExporter + 'static,
-        F: FnOnce() -> Option<E> + Send + 'static,
+        F: FnOnce() -> Result<E, String> + Send + 'static,
     {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
@@ -95,27 +96,36 @@ impl QueueProcessor {
             done: Condvar::new(),
             limits,
         });
+        let (built, outcome) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("trace-export".to_owned())
             .spawn({
                 let shared = shared.clone();
                 move || {
-                    match exporter() {
-                        Some(mut exporter) => {
-                            exporter.set_resource(&resource);
-                            export_loop(&shared, &mut exporter);
-                            let _ = exporter.shutdown();
+                    let mut exporter = match exporter() {
+                        Ok(exporter) => exporter,
+                        Err(error) => {
+                            let _ = built.send(Err(error));
+                            return;
                         }
-                        None => discard_loop(&shared),
-                    }
+                    };
+                    let _ = built.send(Ok(()));
+                    exporter.set_resource(&resource);
+                    export_loop(&shared, &mut exporter);
+                    let _ = exporter.shutdown();
                     shared.lock().stopped = true;
                     shared.done.notify_all();
                 }
-            })?;
-        Ok(Self {
-            shared,
-            thread: Mutex::new(Some(thread)),
-        })
+            })
+            .map_err(|error| format!("cannot start the export thread: {error}"))?;
+        match outcome.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(())) => Ok(Self {
+                shared,
+                thread: Mutex::new(Some(thread)),
+            }),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err("the exporter was not built within 10 s".to_owned()),
+        }
     }
 
     /// Waits until `reached` holds or `timeout` passes; whether it holds.
@@ -244,6 +254,7 @@ fn export_loop<E: SpanExporter>(shared: &Shared, exporter: &mut E) {
                 }
             }
         }
+        failing.report_overflow();
         next_send = Instant::now() + limits.interval;
         if everything {
             let mut state = shared.lock();
@@ -257,27 +268,6 @@ fn export_loop<E: SpanExporter>(shared: &Shared, exporter: &mut E) {
     }
 }
 
-/// Without an exporter (it could not be built): every span is dropped.
-fn discard_loop(shared: &Shared) {
-    let mut state = shared.lock();
-    loop {
-        let discarded = state.spans.len();
-        state.spans.clear();
-        state.flush_done = state.flush_asked;
-        if discarded > 0 {
-            drop_spans(discarded);
-        }
-        shared.done.notify_all();
-        if state.stopping {
-            return;
-        }
-        state = shared
-            .work
-            .wait(state)
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-    }
-}
-
 /// The collector's trouble, reported when it starts and then at most once
 /// per [`WARN_EVERY`], so a collector that is down does not flood the log.
 #[derive(Default)]
@@ -285,9 +275,36 @@ struct Failing {
     since: Option<Instant>,
     last_warned: Option<Instant>,
     dropped: usize,
+    /// [`spans_dropped`] when the queue's overflow was last reported, and
+    /// when.
+    overflow_seen: u64,
+    overflow_warned: Option<Instant>,
 }
 
 impl Failing {
+    /// Warns, at most once per [`WARN_EVERY`], of spans dropped since the
+    /// last warning, failed exports included: a collector that answers
+    /// but too slowly loses spans to a full queue.
+    fn report_overflow(&mut self) {
+        let dropped = spans_dropped();
+        if dropped == self.overflow_seen {
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .overflow_warned
+            .is_none_or(|warned| now.duration_since(warned) >= WARN_EVERY)
+        {
+            tracing::warn!(
+                dropped = dropped - self.overflow_seen,
+                total = dropped,
+                "trace spans dropped: the export queue (tracing.queue_size) was full or exports failed"
+            );
+            self.overflow_seen = dropped;
+            self.overflow_warned = Some(now);
+        }
+    }
+
     fn failed(&mut self, count: usize, error: &OTelSdkError) {
         let now = Instant::now();
         self.since.get_or_insert(now);
@@ -303,6 +320,9 @@ impl Failing {
             );
             self.last_warned = Some(now);
             self.dropped = 0;
+            // Already said: not again as an overflow.
+            self.overflow_seen = spans_dropped();
+            self.overflow_warned = Some(now);
         }
     }
 

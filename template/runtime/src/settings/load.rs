@@ -685,7 +685,10 @@ mod tests {
     fn a_bad_tracing_value_names_its_variable() {
         let error = load(
             None,
-            env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]),
+            env(&[
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
+            ]),
             Vec::new(),
         )
         .unwrap_err()

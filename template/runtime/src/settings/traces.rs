@@ -105,7 +105,12 @@ impl Default for TraceSettings {
 impl TraceSettings {
     /// Whether traces are exported.
     pub fn enabled(&self) -> bool {
-        self.endpoint.is_some() && self.exporter == "otlp"
+        self.endpoint.is_some() && self.exporters().any(|exporter| exporter == "otlp")
+    }
+
+    /// The exporters named, as `OTEL_TRACES_EXPORTER` lists them.
+    fn exporters(&self) -> impl Iterator<Item = &str> {
+        self.exporter.split(',').map(str::trim)
     }
 
     /// Where spans are sent: the endpoint with `/v1/traces`.
@@ -116,10 +121,22 @@ impl TraceSettings {
             .map(|endpoint| format!("{}/v1/traces", endpoint.trim_end_matches('/')))
     }
 
-    /// The section's rules; keys are within the section.
+    /// The section's rules, checked only when an endpoint is set: the
+    /// standard variables that a platform may set for other services'
+    /// SDKs never stop a worker that does not trace. Keys are within the
+    /// section.
     pub fn validate(&self) -> Result<(), Refusal> {
-        if !["otlp", "none"].contains(&self.exporter.as_str()) {
-            return Err(Refusal::new("exporter", "must be otlp or none"));
+        if self.endpoint.is_none() {
+            return Ok(());
+        }
+        if !self
+            .exporters()
+            .all(|exporter| ["otlp", "none"].contains(&exporter))
+        {
+            return Err(Refusal::new(
+                "exporter",
+                "must be otlp or none (other exporters are not built in)",
+            ));
         }
         if let Some(endpoint) = &self.endpoint
             && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
@@ -204,8 +221,34 @@ mod tests {
     }
 
     #[test]
+    fn without_an_endpoint_nothing_is_refused() {
+        let settings = TraceSettings {
+            protocol: "grpc".to_owned(),
+            sampler: "jaeger_remote".to_owned(),
+            ..TraceSettings::default()
+        };
+        assert!(settings.validate().is_ok());
+    }
+
+    #[test]
+    fn an_exporter_list_with_otlp_traces() {
+        let settings = TraceSettings {
+            endpoint: Some("http://collector:4318".to_owned()),
+            exporter: "otlp, none".to_owned(),
+            ..TraceSettings::default()
+        };
+        assert!(settings.enabled() && settings.validate().is_ok());
+        let console = TraceSettings {
+            exporter: "otlp,console".to_owned(),
+            ..settings
+        };
+        assert_eq!(console.validate().unwrap_err().key, "exporter");
+    }
+
+    #[test]
     fn grpc_is_refused_with_what_to_do_instead() {
         let settings = TraceSettings {
+            endpoint: Some("http://collector:4317".to_owned()),
             protocol: "grpc".to_owned(),
             ..TraceSettings::default()
         };
@@ -217,6 +260,7 @@ mod tests {
     #[test]
     fn a_ratio_outside_zero_to_one_is_refused() {
         let settings = TraceSettings {
+            endpoint: Some("http://collector:4318".to_owned()),
             sampler: "traceidratio".to_owned(),
             sampler_arg: Some(1.5),
             ..TraceSettings::default()

@@ -76,12 +76,18 @@ impl<H: Handler> Worker<H> {
                 }
                 Delivery::Entry(entry) => match self.policy.before(deliveries) {
                     Some(decision) => {
+                        // Its earlier deliveries' spans may have died with
+                        // a crashed process: this one says what became of it.
+                        let trace = self
+                            .spans
+                            .as_ref()
+                            .map(|spans| spans.start(&entry, deliveries));
                         carry_out(
                             &mut self.ledger,
                             entry,
                             deliveries,
                             decision,
-                            (None, None),
+                            (None, trace.as_ref()),
                             &mut report,
                         );
                     }
@@ -439,8 +445,9 @@ fn carry_out(
                 }
             }
             if let Some(trace) = trace {
-                // A replay joins the trace of the failure it repeats.
-                if entry.get(otel::TRACEPARENT).is_none() {
+                // A replay joins the trace of the failure it repeats, if
+                // that was recorded.
+                if entry.get(otel::TRACEPARENT).is_none() && otel::is_sampled(trace) {
                     entry.fields.extend(
                         otel::fields_of(trace)
                             .into_iter()
