@@ -308,6 +308,9 @@ pub enum SpanOutcome<'a> {
     },
     /// Another consumer took it over while it ran here.
     TakenOver,
+    /// Still running when the shutdown deadline passed: left pending for
+    /// another consumer or the next start.
+    Abandoned,
 }
 
 /// Records `outcome` on the delivery span in `cx` and ends it; nothing
@@ -345,6 +348,12 @@ pub fn end(cx: &Context, outcome: SpanOutcome<'_>) {
         SpanOutcome::TakenOver => {
             span.add_event("taken over", Vec::new());
             span.set_status(Status::error("taken over by another consumer"));
+        }
+        SpanOutcome::Abandoned => {
+            span.add_event("abandoned", Vec::new());
+            span.set_status(Status::error(
+                "still running at the shutdown deadline; left pending",
+            ));
         }
     }
     span.end();

@@ -466,3 +466,39 @@ async fn a_delivery_taken_over_while_it_ran_ends_as_taken_over() {
     );
     assert!(dead_letters(&mut redis, &settings).await.is_empty());
 }
+
+/// A call still running when the shutdown deadline passes: its span ends
+/// as abandoned, and is sent with the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_still_running_at_the_deadline_ends_as_abandoned() {
+    let collector = Collector::start();
+    let mut settings = settings_for("tracing-abandoned", &collector);
+    settings.worker.process_timeout = Duration::from_secs(30);
+    settings.worker.shutdown_timeout = Duration::from_millis(200);
+    let tracing = Tracing::start(&settings.tracing, "unused", "1.2.3")
+        .unwrap()
+        .unwrap();
+    let mut redis = connect(&settings).await;
+    create_group(&mut redis, &settings).await;
+    let id = add(&mut redis, &settings, "*", &[("kind", "ok")]).await;
+    let recorder = Recorder::succeeding().slow(Duration::from_secs(20));
+    let running = spawn(
+        Worker::new(&settings, recorder.clone())
+            .unwrap()
+            .with_tracing(&tracing),
+    );
+    until("the call to start", || recorder.seen().len() == 1).await;
+    running.stop().await;
+    tokio::task::spawn_blocking(move || tracing.shutdown(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let spans = collector.spans();
+    let delivery = deliveries_of(&spans, &settings, &id);
+    assert_eq!(delivery.len(), 1, "{spans:#?}");
+    assert_eq!(
+        (delivery[0].status, delivery[0].events.as_slice()),
+        (2, ["abandoned".to_owned()].as_slice()),
+        "{:#?}",
+        delivery[0]
+    );
+}

@@ -109,14 +109,14 @@ impl<H: Handler> Worker<H> {
         let mut outcomes = futures_util::stream::iter(work.into_iter().enumerate())
             .map(|(position, (entry, deliveries))| async move {
                 let span = info_span!("message", id = %entry.id, deliveries);
-                let trace = spans.map(|spans| spans.start(&entry, deliveries));
+                let trace = Unended(spans.map(|spans| spans.start(&entry, deliveries)));
                 let started = Instant::now();
                 let call = AssertUnwindSafe(handler.handle(&entry))
                     .catch_unwind()
                     .instrument(span);
                 // The delivery's span is the current context while the
                 // logic runs, so the logic's own spans nest in it.
-                let call = match &trace {
+                let call = match &trace.0 {
                     Some(trace) => {
                         timeout_at(started + limit, call.with_context(trace.clone())).await
                     }
@@ -126,7 +126,7 @@ impl<H: Handler> Worker<H> {
                     Ok(Ok(result)) => result,
                     Ok(Err(panic)) => Err(ProcessError::retry(panic_message(panic.as_ref()))),
                     Err(_) => {
-                        if let Some(trace) = &trace {
+                        if let Some(trace) = &trace.0 {
                             otel::timed_out(trace, limit);
                         }
                         Err(ProcessError::retry(format!(
@@ -141,7 +141,7 @@ impl<H: Handler> Worker<H> {
                     deliveries,
                     result,
                     started.elapsed(),
-                    trace,
+                    trace.pass_on(),
                 )
             })
             .buffer_unordered(self.settings.concurrency);
@@ -239,6 +239,26 @@ impl<H: Handler> Worker<H> {
         self.ledger
             .record(&mut self.consumer, &*self.observer)
             .await
+    }
+}
+
+/// A delivery's span while its call runs. If the call is dropped unfinished
+/// (the shutdown deadline passed), the span ends as abandoned rather than
+/// with no outcome.
+struct Unended(Option<Context>);
+
+impl Unended {
+    /// The span, now that the call ended: its outcome is recorded later.
+    fn pass_on(mut self) -> Option<Context> {
+        self.0.take()
+    }
+}
+
+impl Drop for Unended {
+    fn drop(&mut self) {
+        if let Some(trace) = &self.0 {
+            otel::end(trace, SpanOutcome::Abandoned);
+        }
     }
 }
 
