@@ -231,18 +231,15 @@ impl ConsumerSpans {
             Some(parent) => parent.span().span_context().trace_id(),
             None => TraceId::from_bytes(fastrand::u128(1..).to_be_bytes()),
         };
-        let decision = self
-            .sampler
-            .should_sample(
-                parent,
-                trace_id,
-                self.name,
-                &SpanKind::Consumer,
-                &[],
-                &links,
-            )
-            .decision;
-        if decision != SamplingDecision::RecordAndSample {
+        let sampled = self.sampler.should_sample(
+            parent,
+            trace_id,
+            self.name,
+            &SpanKind::Consumer,
+            &[],
+            &links,
+        );
+        if sampled.decision != SamplingDecision::RecordAndSample {
             return match parent {
                 Some(parent) => parent.clone(),
                 None => Context::new().with_remote_span_context(SpanContext::new(
@@ -255,13 +252,14 @@ impl ConsumerSpans {
             };
         }
         let parent = parent.cloned().unwrap_or_default();
-        // The trace ID the sampler saw, so the SDK's sampler (asked again)
-        // decides the same.
+        // The decision and the trace ID it was made for: the SDK does not
+        // ask the sampler again.
         let span = self
             .tracer
             .span_builder(Cow::Borrowed(self.name))
             .with_kind(SpanKind::Consumer)
             .with_trace_id(trace_id)
+            .with_sampling_result(sampled)
             .with_links(links)
             .start_with_context(&self.tracer, &parent);
         let cx = parent.with_span(span);

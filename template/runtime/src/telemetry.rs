@@ -52,38 +52,39 @@ pub fn init(
         LogFormat::Pretty => lines.boxed(),
         LogFormat::Json => lines.json().with_current_span(true).boxed(),
     };
-    // The runtime's own spans (`message`, ...) are not exported: each
-    // delivery has its span from `otel`, and the logic's spans nest in it.
-    // Nor are those of the exporter's HTTP client, which would feed back.
-    let Some(tracer) = tracer else {
-        // No `Option` layer: a `None` one would make the callsites that a
-        // target directive turns off ask the filter on every call.
-        return tracing_subscriber::registry()
-            .with(lines.with_filter(filter))
-            .try_init()
-            .map_err(|_| TelemetryError::AlreadySet);
-    };
-    let spans = {
-        tracing_opentelemetry::layer()
-            .with_tracer(tracer.clone())
-            .with_filter(
-                Targets::new()
-                    .with_default(LevelFilter::INFO)
-                    .with_target("redis_streams_runtime", LevelFilter::OFF)
-                    .with_target("opentelemetry", LevelFilter::OFF)
-                    .with_target("opentelemetry_sdk", LevelFilter::OFF)
-                    .with_target("opentelemetry_otlp", LevelFilter::OFF)
-                    .with_target("reqwest", LevelFilter::OFF)
-                    .with_target("hyper", LevelFilter::OFF)
-                    .with_target("hyper_util", LevelFilter::OFF)
-                    .with_target("h2", LevelFilter::OFF),
-            )
-    };
-    tracing_subscriber::registry()
-        .with(lines.with_filter(filter))
-        .with(spans)
-        .try_init()
-        .map_err(|_| TelemetryError::AlreadySet)
+    let logging = tracing_subscriber::registry().with(lines.with_filter(filter));
+    // Without a tracer, no layer at all: an empty `Option` one would make
+    // the callsites that a target directive turns off ask the filter on
+    // every call.
+    match tracer {
+        Some(tracer) => logging.with(exported_spans(tracer)).try_init(),
+        None => logging.try_init(),
+    }
+    .map_err(|_| TelemetryError::AlreadySet)
+}
+
+/// The layer that turns the business logic's spans into OpenTelemetry
+/// spans. The runtime's own spans (`message`, ...) are not exported: each
+/// delivery has its span from `otel`, and the logic's spans nest in it. Nor
+/// are those of the exporter's HTTP client, which would feed back.
+fn exported_spans<S>(tracer: &SdkTracer) -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
+    tracing_opentelemetry::layer()
+        .with_tracer(tracer.clone())
+        .with_filter(
+            Targets::new()
+                .with_default(LevelFilter::INFO)
+                .with_target("redis_streams_runtime", LevelFilter::OFF)
+                .with_target("opentelemetry", LevelFilter::OFF)
+                .with_target("opentelemetry_sdk", LevelFilter::OFF)
+                .with_target("opentelemetry_otlp", LevelFilter::OFF)
+                .with_target("reqwest", LevelFilter::OFF)
+                .with_target("hyper", LevelFilter::OFF)
+                .with_target("hyper_util", LevelFilter::OFF)
+                .with_target("h2", LevelFilter::OFF),
+        )
 }
 
 /// Standard error, through a [`Redactor`].

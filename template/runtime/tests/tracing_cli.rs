@@ -158,10 +158,23 @@ async fn send_and_the_worker_continue_the_caller_s_trace_and_flush_at_exit() {
 fn an_exporter_that_cannot_be_built_stops_the_start_with_the_reason() {
     let collector = Collector::start();
     let settings = settings("tracing-bad-exporter");
-    let output = command(&settings, &collector, "orders-worker")
+    let mut worker = command(&settings, &collector, "orders-worker")
         .env("OTEL_EXPORTER_OTLP_COMPRESSION", "brotli")
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    // A worker that started anyway runs until stopped: stopped here, so
+    // the test fails rather than hangs.
+    let give_up = std::time::Instant::now() + DEADLINE;
+    while worker.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > give_up {
+            let _ = worker.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = worker.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(

@@ -207,29 +207,25 @@ fn export_loop<E: SpanExporter>(shared: &Shared, exporter: &mut E) {
     let mut next_send = Instant::now() + limits.interval;
     loop {
         let mut state = shared.lock();
+        // Until a batch is full, a flush or the shutdown is asked for, or
+        // the oldest queued span has waited the interval.
         loop {
-            let due = Instant::now() >= next_send && !state.spans.is_empty();
+            let now = Instant::now();
+            if now >= next_send && state.spans.is_empty() {
+                next_send = now + limits.interval;
+            }
             if state.stopping
                 || state.flush_asked > state.flush_done
                 || state.spans.len() >= limits.batch_size
-                || due
+                || now >= next_send
             {
                 break;
             }
-            let wait = next_send.saturating_duration_since(Instant::now());
-            let wait = if wait.is_zero() {
-                limits.interval
-            } else {
-                wait
-            };
             state = shared
                 .work
-                .wait_timeout(state, wait)
+                .wait_timeout(state, next_send - now)
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .0;
-            if Instant::now() >= next_send && state.spans.is_empty() {
-                next_send = Instant::now() + limits.interval;
-            }
         }
         // A flush or the shutdown sends everything queued; otherwise a batch.
         let everything = state.stopping || state.flush_asked > state.flush_done;

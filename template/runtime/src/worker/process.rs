@@ -87,7 +87,8 @@ impl<H: Handler> Worker<H> {
                             entry,
                             deliveries,
                             decision,
-                            (None, trace.as_ref()),
+                            None,
+                            trace.as_ref(),
                             &mut report,
                         );
                     }
@@ -394,7 +395,8 @@ fn finished(
         entry,
         deliveries,
         decision,
-        (result.err(), trace.as_ref()),
+        result.err(),
+        trace.as_ref(),
         &mut batch.report,
     );
     observer.processed(outcome, elapsed);
@@ -424,7 +426,8 @@ fn carry_out(
     mut entry: Entry,
     deliveries: u64,
     decision: Decision,
-    (error, trace): (Option<ProcessError>, Option<&Context>),
+    error: Option<ProcessError>,
+    trace: Option<&Context>,
     report: &mut StepReport,
 ) -> Outcome {
     let error = error.map(|error| error.to_string()).unwrap_or_default();
