@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use common::{
     Process, RedisServer, cargo, copy_template_source, note, repo_root, scrub_env,
-    variants_target_dir, wait_until,
+    variant_build_env, variants_target_dir, wait_until,
 };
 
 const FIXTURE: &str = "tests/fixtures/upgrade-worker-0.2.0.tar.gz";
@@ -117,11 +117,10 @@ fn a_project_of_the_previous_version_takes_the_current_runtime() {
         .args(["-euo", "pipefail", "-c", &commands])
         .current_dir(&project);
     scrub_env(&mut shell);
+    variant_build_env(&mut shell);
     shell
         .env("TEMPLATE", &template)
-        .env("REDIS_URL", redis.url())
-        .env("CARGO_TARGET_DIR", variants_target_dir())
-        .env("CARGO_TERM_COLOR", "never");
+        .env("REDIS_URL", redis.url());
     note("  upgrade: running the README's commands");
     let mut run = Process::spawn("upgrade commands", shell);
     let status = run.wait_for_exit(common::CARGO_DEADLINE);

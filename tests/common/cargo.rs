@@ -39,12 +39,9 @@ pub fn cargo(project: &Path, args: &[&str]) -> String {
 pub fn cargo_with_env(project: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
     let program = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(program);
-    command
-        .args(args)
-        .current_dir(project)
-        .env("CARGO_TARGET_DIR", variants_target_dir())
-        .env("CARGO_TERM_COLOR", "never");
+    command.args(args).current_dir(project);
     scrub_env(&mut command);
+    variant_build_env(&mut command);
     command.envs(env.iter().copied());
 
     let what = format!("cargo {}", args.join(" "));
@@ -64,6 +61,20 @@ pub fn cargo_with_env(project: &Path, args: &[&str], env: &[(&str, &str)]) -> St
         started.elapsed().as_secs_f64()
     ));
     output
+}
+
+/// How every generated project builds in the suite: into
+/// [`variants_target_dir`], without incremental caches and with line tables
+/// only as debug information. Each project is built once from a fresh
+/// folder, so incremental state is never reused, and full debug
+/// information would double the shared directory (about 16 GB for the
+/// whole suite with both, against a disk that CI shares).
+pub fn variant_build_env(command: &mut Command) {
+    command
+        .env("CARGO_TARGET_DIR", variants_target_dir())
+        .env("CARGO_INCREMENTAL", "0")
+        .env("CARGO_PROFILE_DEV_DEBUG", "line-tables-only")
+        .env("CARGO_TERM_COLOR", "never");
 }
 
 /// Removes inherited variables that would change what a generated project

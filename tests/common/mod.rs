@@ -47,7 +47,7 @@ use std::sync::{Mutex, MutexGuard};
 
 pub use self::cargo::{
     CARGO_DEADLINE, cargo, cargo_with_env, debug_binary, release_binary, scrub_env,
-    variants_target_dir,
+    variant_build_env, variants_target_dir,
 };
 pub use self::generation::{
     GeneratedProject, copy_template_source, generate, generate_with, strip_ansi, try_generate,
