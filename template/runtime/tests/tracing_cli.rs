@@ -98,6 +98,10 @@ async fn send_and_the_worker_continue_the_caller_s_trace_and_flush_at_exit() {
 
     let mut worker = command(&settings, &collector, "orders-worker")
         .env("LOG_LEVEL", "info")
+        .env(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "deployment.environment=staging,service.name=ignored",
+        )
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -142,7 +146,16 @@ async fn send_and_the_worker_continue_the_caller_s_trace_and_flush_at_exit() {
 
     let spans = collector.spans();
     let process = only(&spans, &format!("process {}", settings.redis.stream));
-    assert_eq!(process.service, "orders-worker");
+    assert_eq!(process.service, "orders-worker", "OTEL_SERVICE_NAME wins");
+    assert_eq!(
+        process.resource.get("deployment.environment"),
+        Some(&"staging".to_owned()),
+        "OTEL_RESOURCE_ATTRIBUTES is read: {process:?}"
+    );
+    assert_eq!(
+        process.resource.get("service.version"),
+        Some(&env!("CARGO_PKG_VERSION").to_owned())
+    );
     assert_eq!(
         (process.trace_id.as_str(), process.parent_span_id.as_str()),
         (trace.as_str(), send.span_id.as_str()),

@@ -17,6 +17,8 @@ use prost::Message;
 pub struct Received {
     /// `service.name` of its resource.
     pub service: String,
+    /// Its resource's attributes, as text.
+    pub resource: HashMap<String, String>,
     pub name: String,
     /// Hex, as in `traceparent`.
     pub trace_id: String,
@@ -149,6 +151,7 @@ fn received(request: ExportTraceServiceRequest) -> Vec<Received> {
                 let status = span.status.unwrap_or_default();
                 all.push(Received {
                     service: service.clone(),
+                    resource: resource.clone(),
                     name: span.name,
                     trace_id: hex(&span.trace_id),
                     span_id: hex(&span.span_id),
