@@ -135,6 +135,32 @@ fn nested_in<'a>(spans: &'a [Received], parent: &Received) -> &'a Received {
     nested[0]
 }
 
+/// The tracer the test's settings describe.
+fn start_tracing(settings: &Settings) -> Tracing {
+    Tracing::start(&settings.tracing, "unused", "1.2.3")
+        .unwrap()
+        .expect("an endpoint turns tracing on")
+}
+
+/// Sends what `tracing` still holds, as a graceful stop does; then every
+/// span the collector received.
+async fn flushed(tracing: &Tracing, collector: &Collector) -> Vec<Received> {
+    let tracing = tracing.clone();
+    tokio::task::spawn_blocking(move || tracing.shutdown(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    collector.spans()
+}
+
+/// The status and events of the first delivery of `id`.
+fn first_outcome<'a>(spans: &'a [Received], settings: &Settings, id: &str) -> (i32, &'a [String]) {
+    let deliveries = deliveries_of(spans, settings, id);
+    let first = deliveries
+        .first()
+        .unwrap_or_else(|| panic!("no delivery of {id} in {spans:#?}"));
+    (first.status, first.events.as_slice())
+}
+
 fn settings_for(test: &str, collector: &Collector) -> common::TestSettings {
     let mut settings = settings(test);
     settings.tracing.endpoint = Some(collector.endpoint());
@@ -151,9 +177,7 @@ fn settings_for(test: &str, collector: &Collector) -> common::TestSettings {
 async fn one_trace_runs_from_the_producer_through_the_worker_into_the_business_logic() {
     let collector = Collector::start();
     let settings = settings_for("tracing", &collector);
-    let tracing = Tracing::start(&settings.tracing, "unused", "1.2.3")
-        .unwrap()
-        .expect("an endpoint turns tracing on");
+    let tracing = start_tracing(&settings);
     telemetry::init(
         "warn",
         LogFormat::Pretty,
@@ -241,13 +265,7 @@ async fn one_trace_runs_from_the_producer_through_the_worker_into_the_business_l
         collector.spans().is_empty(),
         "nothing is sent before the shutdown's flush (export interval 600 s)"
     );
-    tokio::task::spawn_blocking({
-        let tracing = tracing.clone();
-        move || tracing.shutdown(Duration::from_secs(5))
-    })
-    .await
-    .unwrap();
-    let spans = collector.spans();
+    let spans = flushed(&tracing, &collector).await;
 
     // A child of the producer's span, attributed after the conventions.
     let a = deliveries_of(&spans, &settings, &id_a);
@@ -376,9 +394,7 @@ async fn link_and_none_keep_the_producer_s_trace_apart() {
         let collector = Collector::start();
         let mut settings = settings_for("tracing-link", &collector);
         settings.tracing.parent = mode;
-        let tracing = Tracing::start(&settings.tracing, "unused", "1.2.3")
-            .unwrap()
-            .unwrap();
+        let tracing = start_tracing(&settings);
         let mut redis = connect(&settings).await;
         create_group(&mut redis, &settings).await;
         let (parent, trace, span) = producer_context();
@@ -397,10 +413,7 @@ async fn link_and_none_keep_the_producer_s_trace_apart() {
         );
         until("processed", || handler.succeeded("ok") == 1).await;
         running.stop().await;
-        tokio::task::spawn_blocking(move || tracing.shutdown(Duration::from_secs(5)))
-            .await
-            .unwrap();
-        let spans = collector.spans();
+        let spans = flushed(&tracing, &collector).await;
         let delivery = deliveries_of(&spans, &settings, &id);
         assert_eq!(delivery.len(), 1, "{mode:?}: {spans:#?}");
         assert!(delivery[0].parent_span_id.is_empty(), "{mode:?}");
@@ -422,9 +435,7 @@ async fn a_delivery_taken_over_while_it_ran_ends_as_taken_over() {
     // A heartbeat every 50 ms notices the takeover while the call runs.
     settings.worker.claim_idle = Duration::from_millis(200);
     settings.worker.process_timeout = Duration::from_secs(10);
-    let tracing = Tracing::start(&settings.tracing, "unused", "1.2.3")
-        .unwrap()
-        .unwrap();
+    let tracing = start_tracing(&settings);
     let mut redis = connect(&settings).await;
     create_group(&mut redis, &settings).await;
     let id = add(&mut redis, &settings, "*", &[("kind", "ok")]).await;
@@ -452,17 +463,10 @@ async fn a_delivery_taken_over_while_it_ran_ends_as_taken_over() {
     taken.store(true, Ordering::SeqCst);
     until("the call to end", || recorder.finished().len() == 1).await;
     running.stop().await;
-    tokio::task::spawn_blocking(move || tracing.shutdown(Duration::from_secs(5)))
-        .await
-        .unwrap();
-    let spans = collector.spans();
-    let delivery = deliveries_of(&spans, &settings, &id);
-    assert!(!delivery.is_empty(), "{spans:#?}");
+    let spans = flushed(&tracing, &collector).await;
     assert_eq!(
-        (delivery[0].status, delivery[0].events.as_slice()),
-        (2, ["taken over".to_owned()].as_slice()),
-        "{:#?}",
-        delivery[0]
+        first_outcome(&spans, &settings, &id),
+        (2, ["taken over".to_owned()].as_slice())
     );
     assert!(dead_letters(&mut redis, &settings).await.is_empty());
 }
@@ -475,9 +479,7 @@ async fn a_delivery_still_running_at_the_deadline_ends_as_abandoned() {
     let mut settings = settings_for("tracing-abandoned", &collector);
     settings.worker.process_timeout = Duration::from_secs(30);
     settings.worker.shutdown_timeout = Duration::from_millis(200);
-    let tracing = Tracing::start(&settings.tracing, "unused", "1.2.3")
-        .unwrap()
-        .unwrap();
+    let tracing = start_tracing(&settings);
     let mut redis = connect(&settings).await;
     create_group(&mut redis, &settings).await;
     let id = add(&mut redis, &settings, "*", &[("kind", "ok")]).await;
@@ -489,16 +491,10 @@ async fn a_delivery_still_running_at_the_deadline_ends_as_abandoned() {
     );
     until("the call to start", || recorder.seen().len() == 1).await;
     running.stop().await;
-    tokio::task::spawn_blocking(move || tracing.shutdown(Duration::from_secs(5)))
-        .await
-        .unwrap();
-    let spans = collector.spans();
-    let delivery = deliveries_of(&spans, &settings, &id);
-    assert_eq!(delivery.len(), 1, "{spans:#?}");
+    let spans = flushed(&tracing, &collector).await;
+    assert_eq!(deliveries_of(&spans, &settings, &id).len(), 1, "{spans:#?}");
     assert_eq!(
-        (delivery[0].status, delivery[0].events.as_slice()),
-        (2, ["abandoned".to_owned()].as_slice()),
-        "{:#?}",
-        delivery[0]
+        first_outcome(&spans, &settings, &id),
+        (2, ["abandoned".to_owned()].as_slice())
     );
 }
