@@ -19,6 +19,7 @@ use redis::AsyncCommands;
 use tracing::Instrument;
 
 use redis_streams_runtime::admin::Admin;
+use redis_streams_runtime::dead_letter::ORIGINAL_ID;
 use redis_streams_runtime::otel::Tracing;
 use redis_streams_runtime::settings::{LogFormat, ParentMode, Settings};
 use redis_streams_runtime::{Entry, Handler, ProcessError, Worker, telemetry};
@@ -497,4 +498,52 @@ async fn a_delivery_still_running_at_the_deadline_ends_as_abandoned() {
         first_outcome(&spans, &settings, &id),
         (2, ["abandoned".to_owned()].as_slice())
     );
+}
+
+/// A delivery the sampler dropped has no recorded span to point to: its
+/// dead letter gets no context of the worker's (a replay would otherwise
+/// continue an unsampled trace and be dropped too), and one the producer
+/// gave keeps it as it came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsampled_failure_gives_its_dead_letter_no_context_of_its_own() {
+    let collector = Collector::start();
+    let mut settings = settings_for("tracing-unsampled", &collector);
+    settings.tracing.sampler = "always_off".to_owned();
+    let tracing = start_tracing(&settings);
+    let mut redis = connect(&settings).await;
+    create_group(&mut redis, &settings).await;
+    let (unsampled, _, _) = producer_context();
+    let unsampled = format!("{}-00", unsampled.strip_suffix("-01").unwrap());
+    let bare = add(&mut redis, &settings, "*", &[("kind", "fail")]).await;
+    let given = add(
+        &mut redis,
+        &settings,
+        "*",
+        &[("kind", "fail"), ("traceparent", &unsampled)],
+    )
+    .await;
+    let running = spawn(
+        Worker::new(&settings, Traced::plain())
+            .unwrap()
+            .with_tracing(&tracing),
+    );
+    let give_up = tokio::time::Instant::now() + DEADLINE;
+    while dead_letters(&mut redis, &settings).await.len() < 2 {
+        assert!(tokio::time::Instant::now() < give_up, "no dead letters");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running.stop().await;
+    let letters = dead_letters(&mut redis, &settings).await;
+    let context_of = |id: &str| {
+        let letter = letters
+            .iter()
+            .find(|letter| letter.text(ORIGINAL_ID).map(Result::unwrap) == Some(id))
+            .unwrap_or_else(|| panic!("no dead letter of {id}: {letters:?}"));
+        letter
+            .text("traceparent")
+            .map(|context| context.unwrap().to_owned())
+    };
+    assert_eq!(context_of(&bare), None);
+    assert_eq!(context_of(&given), Some(unsampled.clone()));
+    assert!(flushed(&tracing, &collector).await.is_empty());
 }
