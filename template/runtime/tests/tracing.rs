@@ -547,3 +547,81 @@ async fn an_unsampled_failure_gives_its_dead_letter_no_context_of_its_own() {
     assert_eq!(context_of(&given), Some(unsampled.clone()));
     assert!(flushed(&tracing, &collector).await.is_empty());
 }
+
+/// An entry that kept coming back without an outcome (its workers
+/// crashed) is dead-lettered before any call: the spans of its earlier
+/// deliveries died with those workers, so this one has a span of its own,
+/// in the producer's trace, that says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_dead_lettered_before_its_call_has_a_span_that_says_so() {
+    let collector = Collector::start();
+    let mut settings = settings_for("tracing-comes-back", &collector);
+    settings.worker.max_deliveries = 3;
+    settings.worker.claim_idle = Duration::from_millis(100);
+    settings.worker.claim_interval = Duration::from_millis(50);
+    let tracing = start_tracing(&settings);
+    let mut redis = connect(&settings).await;
+    create_group(&mut redis, &settings).await;
+    let (parent, trace, span) = producer_context();
+    let id = add(
+        &mut redis,
+        &settings,
+        "*",
+        &[("kind", "ok"), ("traceparent", &parent)],
+    )
+    .await;
+    // Delivered three times to consumers that never finished it.
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(&settings.redis.consumer_group)
+        .arg("crashed")
+        .arg("STREAMS")
+        .arg(&settings.redis.stream)
+        .arg(">")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let _: redis::Value = redis::cmd("XCLAIM")
+        .arg(&settings.redis.stream)
+        .arg(&settings.redis.consumer_group)
+        .arg("crashed")
+        .arg(0)
+        .arg(&id)
+        .arg("RETRYCOUNT")
+        .arg(3)
+        .arg("JUSTID")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let handler = Traced::plain();
+    let running = spawn(
+        Worker::new(&settings, handler.clone())
+            .unwrap()
+            .with_tracing(&tracing),
+    );
+    let give_up = tokio::time::Instant::now() + DEADLINE;
+    while dead_letters(&mut redis, &settings).await.is_empty() {
+        assert!(tokio::time::Instant::now() < give_up, "no dead letter");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running.stop().await;
+    assert_eq!(handler.succeeded("ok"), 0, "never called");
+    let spans = flushed(&tracing, &collector).await;
+    let delivery = deliveries_of(&spans, &settings, &id);
+    assert_eq!(delivery.len(), 1, "{spans:#?}");
+    assert_eq!(
+        first_outcome(&spans, &settings, &id),
+        (2, ["dead-lettered".to_owned()].as_slice())
+    );
+    assert_eq!(
+        (
+            delivery[0].trace_id.as_str(),
+            delivery[0].parent_span_id.as_str()
+        ),
+        (trace.as_str(), span.as_str())
+    );
+    assert_eq!(
+        delivery[0].attribute("messaging.redis.message.delivery_count"),
+        "4"
+    );
+}
