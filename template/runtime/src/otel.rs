@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{
     Link, SamplingDecision, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags,
-    TraceId, TraceState, Tracer as _, TracerProvider as _,
+    TraceId, Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::Resource;
@@ -240,16 +240,16 @@ impl ConsumerSpans {
             &links,
         );
         if sampled.decision != SamplingDecision::RecordAndSample {
-            return match parent {
-                Some(parent) => parent.clone(),
-                None => Context::new().with_remote_span_context(SpanContext::new(
-                    trace_id,
-                    SpanId::from_bytes(fastrand::u64(1..).to_be_bytes()),
-                    TraceFlags::default(),
-                    false,
-                    TraceState::default(),
-                )),
-            };
+            // In the producer's trace, if any, as a span of its own that is
+            // not sampled: never the producer's context as it came, whose
+            // flag may say "sampled" when this worker's sampler said no.
+            return Context::new().with_remote_span_context(SpanContext::new(
+                trace_id,
+                SpanId::from_bytes(fastrand::u64(1..).to_be_bytes()),
+                TraceFlags::default(),
+                false,
+                sampled.trace_state,
+            ));
         }
         let parent = parent.cloned().unwrap_or_default();
         // The decision and the trace ID it was made for: the SDK does not

@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::otlp::{Collector, Received};
 use common::{DEADLINE, Recorder, connect, create_group, dead_letters, settings, spawn, until};
+use opentelemetry::trace::{SpanContext, TraceContextExt};
 use redis::AsyncCommands;
 use tracing::Instrument;
 
@@ -32,6 +33,8 @@ use redis_streams_runtime::{Entry, Handler, ProcessError, Worker, telemetry};
 struct Traced {
     calls: Arc<Mutex<HashMap<String, usize>>>,
     succeeded: Arc<Mutex<Vec<String>>>,
+    /// The OpenTelemetry context each call ran in, by original entry ID.
+    contexts: Arc<Mutex<HashMap<String, SpanContext>>>,
     /// Without spans of its own: for the tests other than the one that
     /// installs the global subscriber, whose collector would receive them.
     plain: bool,
@@ -54,6 +57,13 @@ impl Traced {
 impl Handler for Traced {
     async fn handle(&self, entry: &Entry) -> Result<(), ProcessError> {
         let kind = entry.text("kind").unwrap().unwrap().to_owned();
+        self.contexts.lock().unwrap().insert(
+            entry.original_id().to_owned(),
+            opentelemetry::Context::current()
+                .span()
+                .span_context()
+                .clone(),
+        );
         let call = {
             let mut calls = self.calls.lock().unwrap();
             let count = calls.entry(entry.original_id().to_owned()).or_default();
@@ -500,20 +510,22 @@ async fn a_delivery_still_running_at_the_deadline_ends_as_abandoned() {
     );
 }
 
-/// A delivery the sampler dropped has no recorded span to point to: its
-/// dead letter gets no context of the worker's (a replay would otherwise
-/// continue an unsampled trace and be dropped too), and one the producer
-/// gave keeps it as it came.
+/// A delivery the sampler drops records nothing and passes on no
+/// "sampled" flag: the logic runs in a context of its own in the
+/// producer's trace, marked not sampled, even where the producer's said
+/// sampled; its dead letter gets no context of the worker's (a replay
+/// would otherwise continue an unsampled trace), and one the producer gave
+/// keeps it as it came.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unsampled_failure_gives_its_dead_letter_no_context_of_its_own() {
+async fn a_delivery_the_sampler_drops_passes_on_no_sampled_flag() {
     let collector = Collector::start();
     let mut settings = settings_for("tracing-unsampled", &collector);
     settings.tracing.sampler = "always_off".to_owned();
     let tracing = start_tracing(&settings);
     let mut redis = connect(&settings).await;
     create_group(&mut redis, &settings).await;
-    let (unsampled, _, _) = producer_context();
-    let unsampled = format!("{}-00", unsampled.strip_suffix("-01").unwrap());
+    let (sampled, trace, span) = producer_context();
+    let unsampled = format!("{}-00", sampled.strip_suffix("-01").unwrap());
     let bare = add(&mut redis, &settings, "*", &[("kind", "fail")]).await;
     let given = add(
         &mut redis,
@@ -522,17 +534,31 @@ async fn an_unsampled_failure_gives_its_dead_letter_no_context_of_its_own() {
         &[("kind", "fail"), ("traceparent", &unsampled)],
     )
     .await;
+    let ok = add(
+        &mut redis,
+        &settings,
+        "*",
+        &[("kind", "ok"), ("traceparent", &sampled)],
+    )
+    .await;
+    let handler = Traced::plain();
     let running = spawn(
-        Worker::new(&settings, Traced::plain())
+        Worker::new(&settings, handler.clone())
             .unwrap()
             .with_tracing(&tracing),
     );
     let give_up = tokio::time::Instant::now() + DEADLINE;
-    while dead_letters(&mut redis, &settings).await.len() < 2 {
-        assert!(tokio::time::Instant::now() < give_up, "no dead letters");
+    while dead_letters(&mut redis, &settings).await.len() < 2 || handler.succeeded("ok") < 1 {
+        assert!(tokio::time::Instant::now() < give_up, "not all processed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     running.stop().await;
+
+    let seen = handler.contexts.lock().unwrap()[&ok].clone();
+    assert_eq!(seen.trace_id().to_string(), trace);
+    assert_ne!(seen.span_id().to_string(), span, "a span ID of its own");
+    assert!(!seen.is_sampled(), "{seen:?}");
+
     let letters = dead_letters(&mut redis, &settings).await;
     let context_of = |id: &str| {
         let letter = letters

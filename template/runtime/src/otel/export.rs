@@ -90,6 +90,13 @@ impl QueueProcessor {
         E: SpanExporter + 'static,
         F: FnOnce() -> Result<E, String> + Send + 'static,
     {
+        // The settings' rules hold these already; the queue relies on them.
+        let queue_size = limits.queue_size.max(1);
+        let limits = Limits {
+            queue_size,
+            batch_size: limits.batch_size.clamp(1, queue_size),
+            interval: limits.interval.max(Duration::from_millis(1)),
+        };
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             work: Condvar::new(),
@@ -330,6 +337,68 @@ impl Failing {
             );
             self.last_warned = None;
             self.dropped = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+
+    use super::*;
+
+    /// Records the size of each batch it is sent.
+    #[derive(Debug, Clone, Default)]
+    struct Batches(Arc<Mutex<Vec<usize>>>);
+
+    impl SpanExporter for Batches {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            self.0.lock().unwrap().push(batch.len());
+            Ok(())
+        }
+    }
+
+    /// Limits that the settings refuse, were they handed over by another
+    /// caller, are lowered to ones the queue works with: a batch of none
+    /// would never empty the queue at the shutdown.
+    #[test]
+    fn limits_out_of_bounds_still_send_everything() {
+        for (queue_size, batch_size) in [(3, 0), (3, 512), (0, 0)] {
+            let batches = Batches::default();
+            let limits = Limits {
+                queue_size,
+                batch_size,
+                interval: Duration::ZERO,
+            };
+            let processor = QueueProcessor::start(limits, Resource::builder_empty().build(), {
+                let batches = batches.clone();
+                move || Ok(batches)
+            })
+            .unwrap();
+            let provider = SdkTracerProvider::builder()
+                .with_span_processor(processor)
+                .build();
+            let tracer = provider.tracer("test");
+            for _ in 0..3 {
+                tracer.start("span").end();
+            }
+            provider
+                .shutdown_with_timeout(Duration::from_secs(5))
+                .unwrap();
+            let sent = batches.0.lock().unwrap();
+            // A queue of one may drop spans that end before the export
+            // thread took the one it holds.
+            let most = queue_size.max(1);
+            let total: usize = sent.iter().sum();
+            assert!(
+                (most.min(3)..=3).contains(&total),
+                "{queue_size}, {batch_size}: {sent:?}"
+            );
+            assert!(
+                sent.iter().all(|&size| (1..=most).contains(&size)),
+                "{sent:?}"
+            );
         }
     }
 }

@@ -51,7 +51,9 @@ pub struct TraceSettings {
     /// Finished spans waiting for export; beyond it, spans are dropped and
     /// counted, never waited for.
     pub queue_size: usize,
-    /// Spans per export request.
+    /// Spans per export request; one larger than `queue_size` is lowered
+    /// to it (as the SDKs do, so `OTEL_BSP_MAX_QUEUE_SIZE` alone may be
+    /// set below the default batch).
     pub batch_size: usize,
     /// How long a span may wait before its batch is sent.
     #[serde(rename = "export_interval_ms", with = "millis")]
@@ -170,11 +172,8 @@ impl TraceSettings {
         if self.queue_size == 0 {
             return Err(Refusal::new("queue_size", "must be at least 1"));
         }
-        if self.batch_size == 0 || self.batch_size > self.queue_size {
-            return Err(Refusal::new(
-                "batch_size",
-                "must be at least 1 and at most tracing.queue_size",
-            ));
+        if self.batch_size == 0 {
+            return Err(Refusal::new("batch_size", "must be at least 1"));
         }
         if self.export_interval.is_zero() {
             return Err(Refusal::new("export_interval_ms", "must be at least 1"));
@@ -195,6 +194,21 @@ mod tests {
         let settings = TraceSettings::default();
         assert!(!settings.enabled());
         assert!(settings.validate().is_ok());
+    }
+
+    #[test]
+    fn a_queue_smaller_than_the_default_batch_is_accepted() {
+        let settings = TraceSettings {
+            endpoint: Some("http://collector:4318".to_owned()),
+            queue_size: 100,
+            ..TraceSettings::default()
+        };
+        assert!(settings.validate().is_ok());
+        let no_batch = TraceSettings {
+            batch_size: 0,
+            ..settings
+        };
+        assert_eq!(no_batch.validate().unwrap_err().key, "batch_size");
     }
 
     #[test]
