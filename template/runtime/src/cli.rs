@@ -341,6 +341,11 @@ async fn dispatch<L: Logic>(
             admin.set_trace_context(otel::fields_of(&context));
             let sent = admin.send_documents(documents).await;
             if let Some(tracing) = tracing {
+                if let Err(error) = &sent {
+                    context
+                        .span()
+                        .set_status(opentelemetry::trace::Status::error(error.to_string()));
+                }
                 context.span().end();
                 stop_tracing(tracing).await;
             }

@@ -130,7 +130,8 @@ impl Tracing {
 
     /// The spans of deliveries to the consumer `names`.
     pub fn consumer_spans(&self, names: &Names) -> ConsumerSpans {
-        // One name per process: leaked once rather than copied per span.
+        // One name per worker (a process runs one): leaked once rather
+        // than copied per span.
         let name: &'static str = Box::leak(format!("process {}", names.stream).into_boxed_str());
         ConsumerSpans {
             tracer: self.tracer.clone(),

@@ -224,7 +224,14 @@ async fn one_trace_runs_from_the_producer_through_the_worker_into_the_business_l
         &[("kind", "retry-once"), ("traceparent", &parent_c)],
     )
     .await;
-    let id_d = add(&mut redis, &settings, "*", &[("kind", "fail")]).await;
+    // A `tracestate` without its `traceparent`: no context.
+    let id_d = add(
+        &mut redis,
+        &settings,
+        "*",
+        &[("kind", "fail"), ("tracestate", "stray=1")],
+    )
+    .await;
     let id_h = add(
         &mut redis,
         &settings,
@@ -262,6 +269,11 @@ async fn one_trace_runs_from_the_producer_through_the_worker_into_the_business_l
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let letters = dead_letters(&mut redis, &settings).await;
+    assert_eq!(
+        letters[0].get("tracestate"),
+        None,
+        "the stray state is not joined to the failed delivery's context"
+    );
     let mut admin = Admin::connect(&settings).await.unwrap();
     admin
         .replay_dead_letters(&[letters[0].id.clone()], false)

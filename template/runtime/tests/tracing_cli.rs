@@ -195,3 +195,25 @@ fn an_exporter_that_cannot_be_built_stops_the_start_with_the_reason() {
         "{stderr}"
     );
 }
+
+/// A `send` that Redis refuses ends its span as an error, with the reason.
+#[tokio::test]
+async fn a_refused_send_ends_its_span_as_an_error() {
+    let collector = Collector::start();
+    let settings = settings("tracing-cli-refused");
+    let mut redis = connect(&settings).await;
+    // The stream's key holds something else: XADD is refused (WRONGTYPE).
+    let _: () = redis
+        .set(&settings.redis.stream, "not a stream")
+        .await
+        .unwrap();
+    let sent = command(&settings, &collector, "orders-api")
+        .args(["send", "{\"order\":8}"])
+        .output()
+        .unwrap();
+    assert!(!sent.status.success());
+    let spans = collector.spans();
+    let send = only(&spans, &format!("send {}", settings.redis.stream));
+    assert_eq!(send.status, 2, "{send:#?}");
+    assert!(send.status_message.contains("WRONGTYPE"), "{send:#?}");
+}

@@ -471,6 +471,11 @@ fn carry_out(
                 // A replay joins the trace of the failure it repeats, if
                 // that was recorded.
                 if entry.get(otel::TRACEPARENT).is_none() && otel::is_sampled(trace) {
+                    // A `tracestate` without a `traceparent` belongs to no
+                    // trace: the span's replaces it.
+                    entry
+                        .fields
+                        .retain(|(name, _)| name.as_slice() != otel::TRACESTATE.as_bytes());
                     entry.fields.extend(
                         otel::fields_of(trace)
                             .into_iter()
