@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::otlp::{Collector, Received};
-use common::{DEADLINE, Recorder, connect, create_group, dead_letters, settings, spawn, until};
+use common::{
+    DEADLINE, Recorder, Running, connect, create_group, dead_letters, settings, spawn, until,
+};
 use opentelemetry::trace::{SpanContext, TraceContextExt};
 use redis::AsyncCommands;
 use tracing::Instrument;
@@ -163,6 +165,40 @@ async fn flushed(tracing: &Tracing, collector: &Collector) -> Vec<Received> {
     collector.spans()
 }
 
+/// A worker with `handler`, exporting through `tracing`, started.
+fn spawn_traced<H: Handler + 'static>(
+    settings: &Settings,
+    handler: H,
+    tracing: &Tracing,
+) -> Running {
+    spawn(
+        Worker::new(settings, handler)
+            .unwrap()
+            .with_tracing(tracing),
+    )
+}
+
+/// The dead letters, once there are at least `count`.
+async fn at_least_dead_letters(
+    redis: &mut redis::aio::MultiplexedConnection,
+    settings: &Settings,
+    count: usize,
+) -> Vec<Entry> {
+    let give_up = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let letters = dead_letters(redis, settings).await;
+        if letters.len() >= count {
+            return letters;
+        }
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "{} of {count} dead letters",
+            letters.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The status and events of the first delivery of `id`.
 fn first_outcome<'a>(spans: &'a [Received], settings: &Settings, id: &str) -> (i32, &'a [String]) {
     let deliveries = deliveries_of(spans, settings, id);
@@ -253,22 +289,14 @@ async fn one_trace_runs_from_the_producer_through_the_worker_into_the_business_l
     .await;
 
     let handler = Traced::default();
-    let worker = Worker::new(&settings, handler.clone())
-        .unwrap()
-        .with_tracing(&tracing);
-    let running = spawn(worker);
+    let running = spawn_traced(&settings, handler.clone(), &tracing);
     until("ok, retried and timed-out entries processed", || {
         handler.succeeded("ok") == 3
             && handler.succeeded("retry-once") == 1
             && handler.succeeded("hang-once") == 1
     })
     .await;
-    let give_up = tokio::time::Instant::now() + DEADLINE;
-    while dead_letters(&mut redis, &settings).await.is_empty() {
-        assert!(tokio::time::Instant::now() < give_up, "no dead letter");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let letters = dead_letters(&mut redis, &settings).await;
+    let letters = at_least_dead_letters(&mut redis, &settings, 1).await;
     assert_eq!(
         letters[0].get("tracestate"),
         None,
@@ -429,11 +457,7 @@ async fn link_and_none_keep_the_producer_s_trace_apart() {
         )
         .await;
         let handler = Traced::plain();
-        let running = spawn(
-            Worker::new(&settings, handler.clone())
-                .unwrap()
-                .with_tracing(&tracing),
-        );
+        let running = spawn_traced(&settings, handler.clone(), &tracing);
         until("processed", || handler.succeeded("ok") == 1).await;
         running.stop().await;
         let spans = flushed(&tracing, &collector).await;
@@ -467,11 +491,7 @@ async fn a_delivery_taken_over_while_it_ran_ends_as_taken_over() {
     let recorder = Recorder::new(|_, _| Err(ProcessError::retry("failed after the takeover")))
         .gated(taken.clone())
         .slow(Duration::from_millis(500));
-    let running = spawn(
-        Worker::new(&settings, recorder.clone())
-            .unwrap()
-            .with_tracing(&tracing),
-    );
+    let running = spawn_traced(&settings, recorder.clone(), &tracing);
     until("the call to start", || recorder.seen().len() == 1).await;
     let _: redis::Value = redis::cmd("XCLAIM")
         .arg(&settings.redis.stream)
@@ -507,11 +527,7 @@ async fn a_delivery_still_running_at_the_deadline_ends_as_abandoned() {
     create_group(&mut redis, &settings).await;
     let id = add(&mut redis, &settings, "*", &[("kind", "ok")]).await;
     let recorder = Recorder::succeeding().slow(Duration::from_secs(20));
-    let running = spawn(
-        Worker::new(&settings, recorder.clone())
-            .unwrap()
-            .with_tracing(&tracing),
-    );
+    let running = spawn_traced(&settings, recorder.clone(), &tracing);
     until("the call to start", || recorder.seen().len() == 1).await;
     running.stop().await;
     let spans = flushed(&tracing, &collector).await;
@@ -554,16 +570,12 @@ async fn a_delivery_the_sampler_drops_passes_on_no_sampled_flag() {
     )
     .await;
     let handler = Traced::plain();
-    let running = spawn(
-        Worker::new(&settings, handler.clone())
-            .unwrap()
-            .with_tracing(&tracing),
-    );
-    let give_up = tokio::time::Instant::now() + DEADLINE;
-    while dead_letters(&mut redis, &settings).await.len() < 2 || handler.succeeded("ok") < 1 {
-        assert!(tokio::time::Instant::now() < give_up, "not all processed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let running = spawn_traced(&settings, handler.clone(), &tracing);
+    let letters = at_least_dead_letters(&mut redis, &settings, 2).await;
+    until("the sampled entry processed", || {
+        handler.succeeded("ok") == 1
+    })
+    .await;
     running.stop().await;
 
     let seen = handler.contexts.lock().unwrap()[&ok].clone();
@@ -571,7 +583,6 @@ async fn a_delivery_the_sampler_drops_passes_on_no_sampled_flag() {
     assert_ne!(seen.span_id().to_string(), span, "a span ID of its own");
     assert!(!seen.is_sampled(), "{seen:?}");
 
-    let letters = dead_letters(&mut redis, &settings).await;
     let context_of = |id: &str| {
         let letter = letters
             .iter()
@@ -632,16 +643,8 @@ async fn an_entry_dead_lettered_before_its_call_has_a_span_that_says_so() {
         .await
         .unwrap();
     let handler = Traced::plain();
-    let running = spawn(
-        Worker::new(&settings, handler.clone())
-            .unwrap()
-            .with_tracing(&tracing),
-    );
-    let give_up = tokio::time::Instant::now() + DEADLINE;
-    while dead_letters(&mut redis, &settings).await.is_empty() {
-        assert!(tokio::time::Instant::now() < give_up, "no dead letter");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let running = spawn_traced(&settings, handler.clone(), &tracing);
+    at_least_dead_letters(&mut redis, &settings, 1).await;
     running.stop().await;
     assert_eq!(handler.succeeded("ok"), 0, "never called");
     let spans = flushed(&tracing, &collector).await;
