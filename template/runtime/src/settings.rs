@@ -134,7 +134,8 @@ pub struct Settings {
     pub redis: RedisSettings,
     /// How to process and recover.
     pub worker: WorkerSettings,
-    /// OpenTelemetry traces; off until `tracing.endpoint` is set.
+    /// OpenTelemetry traces; off until a collector is named
+    /// (`tracing.endpoint` or `tracing.traces_endpoint`).
     pub tracing: TraceSettings,
     /// The sections of the optional modules generated with this project,
     /// top-level sections of the config file. [`load`] reads them apart:

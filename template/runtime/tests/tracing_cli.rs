@@ -196,7 +196,8 @@ fn an_exporter_that_cannot_be_built_stops_the_start_with_the_reason() {
     );
 }
 
-/// A `send` that Redis refuses ends its span as an error, with the reason.
+/// A `send` that Redis refuses ends its span as an error, with the reason;
+/// the spans go to the signal's own URL where one is given.
 #[tokio::test]
 async fn a_refused_send_ends_its_span_as_an_error() {
     let collector = Collector::start();
@@ -209,6 +210,11 @@ async fn a_refused_send_ends_its_span_as_an_error() {
         .unwrap();
     let sent = command(&settings, &collector, "orders-api")
         .args(["send", "{\"order\":8}"])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
+        .env(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            format!("{}/v1/traces", collector.endpoint()),
+        )
         .output()
         .unwrap();
     assert!(!sent.status.success());

@@ -682,6 +682,30 @@ mod tests {
     }
 
     #[test]
+    fn the_traces_endpoint_variable_names_the_url_as_it_is() {
+        let loaded = load(
+            None,
+            env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+                (
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                    "https://traces.example.com/v1/spans",
+                ),
+            ]),
+            Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            loaded.settings.tracing.traces_url().as_deref(),
+            Some("https://traces.example.com/v1/spans")
+        );
+        assert_eq!(
+            loaded.source_of("tracing.traces_endpoint"),
+            "environment variable OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+        );
+    }
+
+    #[test]
     fn a_bad_tracing_value_names_its_variable() {
         let error = load(
             None,

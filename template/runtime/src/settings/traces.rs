@@ -14,6 +14,10 @@ use crate::section::{Refusal, millis};
 pub const OTEL_VARIABLES: &[(&str, &str)] = &[
     ("OTEL_TRACES_EXPORTER", "tracing.exporter"),
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "tracing.endpoint"),
+    (
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "tracing.traces_endpoint",
+    ),
     ("OTEL_EXPORTER_OTLP_PROTOCOL", "tracing.protocol"),
     ("OTEL_EXPORTER_OTLP_TIMEOUT", "tracing.export_timeout_ms"),
     ("OTEL_SERVICE_NAME", "tracing.service_name"),
@@ -34,6 +38,9 @@ pub struct TraceSettings {
     /// The collector's OTLP/HTTP address (`http://otel-collector:4318`);
     /// spans go to `<endpoint>/v1/traces`. Unset: no traces, at no cost.
     pub endpoint: Option<String>,
+    /// The full URL spans are sent to, used as it is
+    /// (`http://otel-collector:4318/v1/traces`); wins over `endpoint`.
+    pub traces_endpoint: Option<String>,
     /// `http/protobuf`, the only protocol built in.
     pub protocol: String,
     /// `service.name` of the spans; unset: `worker_name`.
@@ -91,6 +98,7 @@ impl Default for TraceSettings {
         Self {
             exporter: "otlp".to_owned(),
             endpoint: None,
+            traces_endpoint: None,
             protocol: "http/protobuf".to_owned(),
             service_name: None,
             sampler: "parentbased_always_on".to_owned(),
@@ -107,7 +115,12 @@ impl Default for TraceSettings {
 impl TraceSettings {
     /// Whether traces are exported.
     pub fn enabled(&self) -> bool {
-        self.endpoint.is_some() && self.exporters().any(|exporter| exporter == "otlp")
+        self.has_endpoint() && self.exporters().any(|exporter| exporter == "otlp")
+    }
+
+    /// Whether a collector is named, by either key.
+    fn has_endpoint(&self) -> bool {
+        self.endpoint.is_some() || self.traces_endpoint.is_some()
     }
 
     /// The exporters named, as `OTEL_TRACES_EXPORTER` lists them.
@@ -115,12 +128,17 @@ impl TraceSettings {
         self.exporter.split(',').map(str::trim)
     }
 
-    /// Where spans are sent: the endpoint with `/v1/traces`.
+    /// Where spans are sent: `traces_endpoint` as it is, or `endpoint`
+    /// with `/v1/traces`.
     pub fn traces_url(&self) -> Option<String> {
-        self.endpoint
-            .as_deref()
-            .filter(|_| self.enabled())
-            .map(|endpoint| format!("{}/v1/traces", endpoint.trim_end_matches('/')))
+        if !self.enabled() {
+            return None;
+        }
+        self.traces_endpoint.clone().or_else(|| {
+            self.endpoint
+                .as_deref()
+                .map(|endpoint| format!("{}/v1/traces", endpoint.trim_end_matches('/')))
+        })
     }
 
     /// The section's rules, checked only when an endpoint is set: the
@@ -128,7 +146,7 @@ impl TraceSettings {
     /// SDKs never stop a worker that does not trace. Keys are within the
     /// section.
     pub fn validate(&self) -> Result<(), Refusal> {
-        if self.endpoint.is_none() {
+        if !self.has_endpoint() {
             return Ok(());
         }
         if !self
@@ -140,13 +158,18 @@ impl TraceSettings {
                 "must be otlp or none (other exporters are not built in)",
             ));
         }
-        if let Some(endpoint) = &self.endpoint
-            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
-        {
-            return Err(Refusal::new(
-                "endpoint",
-                "must be an http:// or https:// URL of an OTLP/HTTP collector (port 4318 by convention)",
-            ));
+        for (key, url) in [
+            ("endpoint", &self.endpoint),
+            ("traces_endpoint", &self.traces_endpoint),
+        ] {
+            if let Some(url) = url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                return Err(Refusal::new(
+                    key,
+                    "must be an http:// or https:// URL of an OTLP/HTTP collector (port 4318 by convention)",
+                ));
+            }
         }
         match self.protocol.as_str() {
             "http/protobuf" => {}
@@ -221,6 +244,30 @@ mod tests {
             settings.traces_url().as_deref(),
             Some("http://collector:4318/v1/traces")
         );
+    }
+
+    #[test]
+    fn the_traces_endpoint_is_used_as_it_is_and_wins() {
+        let settings = TraceSettings {
+            endpoint: Some("http://collector:4318".to_owned()),
+            traces_endpoint: Some("https://traces.example.com/otlp/spans".to_owned()),
+            ..TraceSettings::default()
+        };
+        assert_eq!(
+            settings.traces_url().as_deref(),
+            Some("https://traces.example.com/otlp/spans")
+        );
+        let alone = TraceSettings {
+            endpoint: None,
+            ..settings.clone()
+        };
+        assert!(alone.enabled() && alone.validate().is_ok());
+        assert_eq!(alone.traces_url(), settings.traces_url());
+        let not_a_url = TraceSettings {
+            traces_endpoint: Some("collector:4318".to_owned()),
+            ..alone
+        };
+        assert_eq!(not_a_url.validate().unwrap_err().key, "traces_endpoint");
     }
 
     #[test]
