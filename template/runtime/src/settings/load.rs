@@ -389,6 +389,9 @@ fn env_layer(
             old_values.push((name, key.clone(), new_name.clone(), value));
         } else if let Some((_, key)) = OTEL_VARIABLES.iter().find(|(otel, _)| *otel == name) {
             standard_values.push((name, (*key).to_owned(), value));
+        } else if name == "OTEL_SDK_DISABLED" && value.eq_ignore_ascii_case("true") {
+            // Switches every signal off: before OTEL_TRACES_EXPORTER.
+            standard_values.insert(0, (name, "tracing.exporter".to_owned(), "none".to_owned()));
         }
     }
     // The standard OpenTelemetry variables, where the key's own is unset.
@@ -679,6 +682,36 @@ mod tests {
             "environment variable TRACING_ENDPOINT"
         );
         assert!(!loaded.settings.tracing.enabled());
+    }
+
+    #[test]
+    fn otel_sdk_disabled_switches_traces_off() {
+        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
+        for (disabled, enabled) in [("true", false), ("TRUE", false), ("false", true)] {
+            let loaded = load(
+                None,
+                env(&[
+                    endpoint,
+                    ("OTEL_TRACES_EXPORTER", "otlp"),
+                    ("OTEL_SDK_DISABLED", disabled),
+                ]),
+                Vec::new(),
+            )
+            .unwrap();
+            assert_eq!(loaded.settings.tracing.enabled(), enabled, "{disabled}");
+        }
+        // The key's own variable still wins.
+        let loaded = load(
+            None,
+            env(&[
+                endpoint,
+                ("TRACING_EXPORTER", "otlp"),
+                ("OTEL_SDK_DISABLED", "true"),
+            ]),
+            Vec::new(),
+        )
+        .unwrap();
+        assert!(loaded.settings.tracing.enabled());
     }
 
     #[test]
