@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use figment::value::Value;
-use opentelemetry::trace::TraceContextExt as _;
 
 use crate::admin::{self, Admin, AdminError, Documents, TrimTo};
 use crate::connection::{Unreachable, first_contact};
@@ -341,12 +340,11 @@ async fn dispatch<L: Logic>(
             admin.set_trace_context(otel::fields_of(&context));
             let sent = admin.send_documents(documents).await;
             if let Some(tracing) = tracing {
-                if let Err(error) = &sent {
-                    context
-                        .span()
-                        .set_status(opentelemetry::trace::Status::error(error.to_string()));
-                }
-                context.span().end();
+                let error = sent
+                    .as_ref()
+                    .err()
+                    .map(|error| error as &dyn std::fmt::Display);
+                Tracing::end_producer_span(&context, error);
                 stop_tracing(tracing).await;
             }
             print!("{}", sent?);

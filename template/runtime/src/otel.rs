@@ -138,14 +138,13 @@ impl Tracing {
             sampler: self.sampler.clone(),
             parent: self.parent,
             name,
-            attributes: vec![
-                KeyValue::new("messaging.system", "redis"),
-                KeyValue::new("messaging.operation.type", "process"),
-                KeyValue::new("messaging.operation.name", "process"),
-                KeyValue::new("messaging.destination.name", names.stream.clone()),
-                KeyValue::new("messaging.consumer.group.name", names.group.clone()),
-                KeyValue::new("messaging.client.id", names.consumer.clone()),
-            ],
+            attributes: messaging("process", &names.stream)
+                .into_iter()
+                .chain([
+                    KeyValue::new("messaging.consumer.group.name", names.group.clone()),
+                    KeyValue::new("messaging.client.id", names.consumer.clone()),
+                ])
+                .collect(),
         }
     }
 
@@ -156,14 +155,18 @@ impl Tracing {
             .tracer
             .span_builder(format!("send {stream}"))
             .with_kind(SpanKind::Producer)
-            .with_attributes([
-                KeyValue::new("messaging.system", "redis"),
-                KeyValue::new("messaging.operation.type", "send"),
-                KeyValue::new("messaging.operation.name", "send"),
-                KeyValue::new("messaging.destination.name", stream.to_owned()),
-            ])
+            .with_attributes(messaging("send", stream))
             .start_with_context(&self.tracer, parent);
         parent.with_span(span)
+    }
+
+    /// Ends `send`'s span, as an error if Redis refused the entries.
+    pub fn end_producer_span(cx: &Context, error: Option<&dyn std::fmt::Display>) {
+        let span = cx.span();
+        if let Some(error) = error {
+            span.set_status(Status::error(error.to_string()));
+        }
+        span.end();
     }
 
     /// Sends every span still queued, waiting at most `timeout`: called
@@ -173,6 +176,17 @@ impl Tracing {
             tracing::warn!(%error, "traces still queued at exit were not all sent");
         }
     }
+}
+
+/// The attributes of OpenTelemetry's messaging conventions that a span of
+/// `operation` (`send`, `process`) on `stream` carries.
+fn messaging(operation: &'static str, stream: &str) -> [KeyValue; 4] {
+    [
+        KeyValue::new("messaging.system", "redis"),
+        KeyValue::new("messaging.operation.type", operation),
+        KeyValue::new("messaging.operation.name", operation),
+        KeyValue::new("messaging.destination.name", stream.to_owned()),
+    ]
 }
 
 /// The sampler `settings` name (validated at load).
@@ -313,8 +327,11 @@ pub enum SpanOutcome<'a> {
 }
 
 /// Records `outcome` on the delivery span in `cx` and ends it; nothing
-/// for a delivery that was not sampled.
-pub fn end(cx: &Context, outcome: SpanOutcome<'_>) {
+/// without tracing or for a delivery that was not sampled.
+pub fn end(cx: Option<&Context>, outcome: SpanOutcome<'_>) {
+    let Some(cx) = cx else {
+        return;
+    };
     let span = cx.span();
     if !span.is_recording() {
         return;
@@ -358,13 +375,32 @@ pub fn end(cx: &Context, outcome: SpanOutcome<'_>) {
     span.end();
 }
 
-/// Whether the delivery span in `cx` is recorded (sampled).
-pub fn is_sampled(cx: &Context) -> bool {
-    cx.span().span_context().is_sampled()
+/// Gives the dead letter of a delivery whose span in `cx` was recorded
+/// that span's context, when the entry carried none of its own, so that a
+/// replay joins the trace of the failure it repeats. A `tracestate`
+/// without a `traceparent` belongs to no trace: the span's replaces it.
+pub fn carry_into_dead_letter(entry: &mut Entry, cx: Option<&Context>) {
+    let Some(cx) = cx else {
+        return;
+    };
+    if entry.get(TRACEPARENT).is_some() || !cx.span().span_context().is_sampled() {
+        return;
+    }
+    entry
+        .fields
+        .retain(|(name, _)| name.as_slice() != TRACESTATE.as_bytes());
+    entry.fields.extend(
+        fields_of(cx)
+            .into_iter()
+            .map(|(name, value)| (name.into_bytes(), value.into_bytes())),
+    );
 }
 
-/// Notes on the span in `cx` that the call ran out of time.
-pub fn timed_out(cx: &Context, limit: Duration) {
+/// Notes on the span in `cx`, if any, that the call ran out of time.
+pub fn timed_out(cx: Option<&Context>, limit: Duration) {
+    let Some(cx) = cx else {
+        return;
+    };
     cx.span().add_event(
         "timed out",
         vec![KeyValue::new(

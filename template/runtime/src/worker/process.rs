@@ -127,9 +127,7 @@ impl<H: Handler> Worker<H> {
                     Ok(Ok(result)) => result,
                     Ok(Err(panic)) => Err(ProcessError::retry(panic_message(panic.as_ref()))),
                     Err(_) => {
-                        if let Some(trace) = &trace.0 {
-                            otel::timed_out(trace, limit);
-                        }
+                        otel::timed_out(trace.0.as_ref(), limit);
                         Err(ProcessError::retry(format!(
                             "timed out after {} ms (worker.process_timeout_ms)",
                             limit.as_millis()
@@ -257,9 +255,7 @@ impl Unended {
 
 impl Drop for Unended {
     fn drop(&mut self) {
-        if let Some(trace) = &self.0 {
-            otel::end(trace, SpanOutcome::Abandoned);
-        }
+        otel::end(self.0.as_ref(), SpanOutcome::Abandoned);
     }
 }
 
@@ -381,9 +377,7 @@ fn finished(
     let taken_over = !batch.taken_over.is_empty() && batch.taken_over.remove(&entry.id);
     if taken_over && decision != Decision::Acknowledge {
         debug!(id = %entry.id, "failed here after another consumer took it over; left to that consumer");
-        if let Some(trace) = &trace {
-            otel::end(trace, SpanOutcome::TakenOver);
-        }
+        otel::end(trace.as_ref(), SpanOutcome::TakenOver);
         batch.report.taken_over += 1;
         observer.processed(Outcome::Retrying, elapsed);
         return;
@@ -433,24 +427,20 @@ fn carry_out(
     let error = error.map(|error| error.to_string()).unwrap_or_default();
     match decision {
         Decision::Acknowledge => {
-            if let Some(trace) = trace {
-                otel::end(trace, SpanOutcome::Acknowledged);
-            }
+            otel::end(trace, SpanOutcome::Acknowledged);
             ledger.unacked.push(entry.id);
             report.succeeded += 1;
             Outcome::Succeeded
         }
         Decision::Retry { delay } => {
             warn!(id = %entry.id, %error, deliveries, retry_in_ms = delay.as_millis() as u64, "failed; will retry");
-            if let Some(trace) = trace {
-                otel::end(
-                    trace,
-                    SpanOutcome::Retried {
-                        error: &error,
-                        delay,
-                    },
-                );
-            }
+            otel::end(
+                trace,
+                SpanOutcome::Retried {
+                    error: &error,
+                    delay,
+                },
+            );
             ledger.failed.push(entry.id);
             report.retrying += 1;
             Outcome::Retrying
@@ -467,23 +457,8 @@ fn carry_out(
                     warn!(id = %entry.id, deliveries, "giving up on an entry that keeps coming back");
                 }
             }
-            if let Some(trace) = trace {
-                // A replay joins the trace of the failure it repeats, if
-                // that was recorded.
-                if entry.get(otel::TRACEPARENT).is_none() && otel::is_sampled(trace) {
-                    // A `tracestate` without a `traceparent` belongs to no
-                    // trace: the span's replaces it.
-                    entry
-                        .fields
-                        .retain(|(name, _)| name.as_slice() != otel::TRACESTATE.as_bytes());
-                    entry.fields.extend(
-                        otel::fields_of(trace)
-                            .into_iter()
-                            .map(|(name, value)| (name.into_bytes(), value.into_bytes())),
-                    );
-                }
-                otel::end(trace, SpanOutcome::DeadLettered { reason: &reason });
-            }
+            otel::carry_into_dead_letter(&mut entry, trace);
+            otel::end(trace, SpanOutcome::DeadLettered { reason: &reason });
             ledger
                 .unwritten
                 .push(DeadLetter::new(entry, reason, deliveries));
