@@ -75,9 +75,13 @@ impl Drop for TestSettings {
 
 /// A plain connection for setting up and checking.
 pub async fn connect(settings: &Settings) -> MultiplexedConnection {
+    // The tests bound their waits themselves (`DEADLINE`); redis-rs's
+    // default half a second per reply fails a test on a machine that is
+    // merely busy.
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(DEADLINE));
     redis::Client::open(settings.redis.url.expose())
         .expect("REDIS_URL is a valid URL")
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&config)
         .await
         .expect("Redis answers at REDIS_URL (start one or set REDIS_URL)")
 }
